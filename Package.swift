@@ -1,0 +1,52 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+let package = Package(
+    name: "netdiskfs",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "netdiskfs", targets: ["NetdiskMain"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+    ],
+    targets: [
+        // libfuse3 headers through pkg-config; the shim wraps fuse_main (a macro Swift cannot call).
+        .systemLibrary(name: "CFuse", path: "Sources/CFuse", pkgConfig: "fuse3",
+                       providers: [.apt(["libfuse3-dev"])]),
+        .target(name: "CFuseShim", dependencies: ["CFuse"]),
+        // libcurl; the shim wraps the variadic curl_easy_setopt/getinfo.
+        .systemLibrary(name: "CCurl", path: "Sources/CCurl", pkgConfig: "libcurl",
+                       providers: [.apt(["libcurl4-openssl-dev"])]),
+        .target(name: "CCurlShim", dependencies: ["CCurl"]),
+        // libcrypto's MD5: the client's hash must run at the `openssl md5` floor.
+        .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "libcrypto",
+                       providers: [.apt(["libssl-dev"])]),
+
+        // The engine and Baidu client. No FUSE knowledge.
+        .target(name: "Uploader", dependencies: [
+            "CCurlShim", "COpenSSL",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "GRDB", package: "GRDB.swift"),
+        ]),
+        // The Baidu-compatible server. Shares no code with the client.
+        .target(name: "NetdiskEmulator", dependencies: [
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // FUSE adapter, filesystem logic and the CLI.
+        .target(name: "NetdiskFS", dependencies: [
+            "CFuseShim", "Uploader", "NetdiskEmulator",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "NetdiskMain", dependencies: ["NetdiskFS"]),
+
+    ]
+)

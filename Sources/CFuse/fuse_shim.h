@@ -1,0 +1,3 @@
+#define FUSE_USE_VERSION 35
+#include <fuse.h>
+#include <fuse_lowlevel.h>

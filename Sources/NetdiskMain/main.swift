@@ -1,0 +1,3 @@
+import NetdiskFS
+
+await NetdiskCommand.main()

@@ -1,0 +1,37 @@
+/// The calls of DESIGN.md's protocol table, as the engine and filesystem use them.
+///
+/// `BaiduClient` is the one implementation that talks HTTP, to Baidu and to the emulator alike.
+/// The protocol exists so the engine can be tested against failure-injecting wrappers
+/// (as mountpoint-s3 does with its client trait); it is not a second code path to the cloud.
+/// Paths are absolute remote paths (`/apps/x/file`). Token refresh, retries with backoff and
+/// upload-host pinning happen inside the implementation.
+public protocol NetdiskAPI: Sendable {
+    func accountInfo() async throws(NetdiskError) -> AccountInfo
+    func quota() async throws(NetdiskError) -> Quota
+    /// One page of a directory, ordered by name; fewer than `limit` entries means the last page.
+    func list(directory: String, start: Int, limit: Int) async throws(NetdiskError) -> [RemoteEntry]
+    /// Download links (valid for hours) for files by fs_id.
+    func downloadLinks(fsIDs: [UInt64]) async throws(NetdiskError) -> [UInt64: String]
+    /// Reads `length` bytes at `offset` through a dlink (following the 302 to the CDN).
+    func download(dlink: String, offset: Int64, length: Int) async throws(NetdiskError) -> [UInt8]
+
+    /// xpan precreate with the real size and block list (rapid upload and resume).
+    func precreate(path: String, size: Int64, blockList: [String], contentMD5: String?, sliceMD5: String?,
+                   localMtime: Int64?, policy: ConflictPolicy) async throws(NetdiskError) -> PrecreateResult
+    /// Web-API precreate for a stream of unknown size; returns the uploadid.
+    func precreateStreaming(path: String, policy: ConflictPolicy) async throws(NetdiskError) -> String
+    /// Uploads one part; returns the MD5 the server computed for it. Pins the upload host per uploadid.
+    func uploadPart(path: String, uploadID: String, partseq: Int, bytes: PartBytes) async throws(NetdiskError) -> String
+    /// Commits an upload: `blockList` is the per-part MD5s in partseq order.
+    func create(path: String, size: Int64, uploadID: String, blockList: [String], localMtime: Int64?,
+                policy: ConflictPolicy) async throws(NetdiskError) -> RemoteEntry
+    /// Rapid upload (秒传): nil when the server does not hold that content.
+    func rapidUpload(path: String, size: Int64, contentMD5: String, sliceMD5: String,
+                     policy: ConflictPolicy) async throws(NetdiskError) -> RemoteEntry?
+    func makeDirectory(path: String) async throws(NetdiskError) -> RemoteEntry
+    func delete(paths: [String]) async throws(NetdiskError)
+    /// Moves `from` to the directory `toDirectory` under `newName`.
+    func move(from: String, toDirectory: String, newName: String, ondup: DuplicatePolicy) async throws(NetdiskError)
+    func copy(from: String, toDirectory: String, newName: String, ondup: DuplicatePolicy) async throws(NetdiskError)
+    func rename(path: String, newName: String) async throws(NetdiskError)
+}
