@@ -1,0 +1,245 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import Uploader
+
+/// `netdiskfs mount MOUNTPOINT`: serve a Baidu Netdisk (or the embedded emulator) over FUSE.
+///
+/// Daemonizing re-executes this binary with `-f` (forking a Swift process after its runtime has
+/// started threads is unsafe) and waits on a pipe until the child reports the mount live, or the
+/// one-line reason it could not mount. So a start error prints one clear line and leaves nothing mounted.
+public struct MountCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Mount the netdisk at MOUNTPOINT (daemonizes unless -f).")
+
+    @Argument(help: "An empty directory to mount on.")
+    var mountpoint: String
+
+    @Flag(name: .customShort("f"), help: "Stay in the foreground (logs also go to stderr).")
+    var foreground = false
+
+    @Flag(help: "Serve a local Baidu emulator (data under $XDG_DATA_HOME/netdiskfs/emulator): no account needed.")
+    var emulator = false
+
+    @Option(help: "The remote directory to show at the mountpoint.")
+    var root = "/"
+
+    @Flag(help: "Refuse every change.")
+    var readOnly = false
+
+    @Flag(help: "Let other users see the mount (needs user_allow_other in /etc/fuse.conf unless root).")
+    var allowOther = false
+
+    @Option(help: "FUSE worker threads.")
+    var threads = 16
+
+    @Option(help: "Global write-buffer budget shared by all files being written (e.g. 48M, 1G).")
+    var maxMemory: String?
+
+    @Option(help: "Directory for the cached (out-of-order write) path's sparse files.")
+    var cacheDir: String?
+
+    @Option(help: "Seconds a directory listing is trusted before it is fetched again.")
+    var dirCacheTTL: Double = 30
+
+    @Option(name: .customShort("o"), parsing: .singleValue, help: "A FUSE mount option (repeatable), e.g. -o noatime.")
+    var fuseOptions: [String] = []
+
+    @Option(help: "Talk to this API endpoint instead of Baidu (tests; an emulator URL).")
+    var endpoint: String?
+
+    public init() {}
+
+    static let readyFDVariable = "NETDISKFS_READY_FD"
+
+    public func run() async throws {
+        let mountpoint = Self.absolute(self.mountpoint)
+        let readyFD = ProcessInfo.processInfo.environment[Self.readyFDVariable].flatMap(Int32.init)
+        if let readyFD { _ = fcntl(readyFD, F_SETFD, FD_CLOEXEC) }
+        let reporter = StartReporter(readyFD: readyFD)
+        if let problem = Self.checkMountpoint(mountpoint) { reporter.fail(problem) }
+        if !foreground && readyFD == nil {
+            throw ExitCode(Daemon.start(mountpoint: mountpoint))
+        }
+
+        signal(SIGPIPE, SIG_IGN)
+        let logFD: Int32
+        do { logFD = try MountLogging.openLogFile(for: mountpoint) } catch { reporter.fail("cannot open the log file: \(error)") }
+        let descriptors = readyFD == nil ? [logFD, STDERR_FILENO] : [STDERR_FILENO]
+        LoggingSystem.bootstrap { label in MountLogHandler(descriptors: descriptors, label: label) }
+        let logger = Logger(label: "netdiskfs")
+        logger.info("mounting \(mountpoint) (pid \(getpid()))")
+
+        let backend: MountBackend
+        do {
+            backend = try await MountBackend.make(options: backendOptions(), logger: logger)
+        } catch {
+            reporter.fail("\(error)")
+        }
+
+        var fsOptions = NetdiskFileSystem.Options()
+        fsOptions.root = root
+        fsOptions.readOnly = readOnly
+        fsOptions.dirCacheTTL = .milliseconds(Int64(dirCacheTTL * 1000))
+        let fileSystem = NetdiskFileSystem(api: backend.api, writers: backend.writers, options: fsOptions, logger: logger)
+
+        var mountOptions = ["fsname=netdiskfs", "subtype=netdiskfs"]
+        if readOnly { mountOptions.append("ro") }
+        if allowOther { mountOptions.append("allow_other") }
+        mountOptions += fuseOptions
+        let finalMountOptions = mountOptions
+        let threads = self.threads
+        let publisher = StatusPublisher(registry: fileSystem.uploads, mountpoint: mountpoint)
+
+        let rc: Int32? = await withCheckedContinuation { continuation in
+            // libfuse's loop blocks: it gets its own thread, never a cooperative-pool one.
+            Thread.detachNewThread {
+                let mount: FuseMount
+                do {
+                    mount = try FuseMount(fileSystem: fileSystem, mountpoint: mountpoint, mountOptions: finalMountOptions)
+                } catch {
+                    continuation.resume(returning: nil)
+                    return
+                }
+                let signals = SignalWatcher(mountpoint: mountpoint, logger: logger)
+                publisher.start()
+                logger.info("mounted \(mountpoint)")
+                reporter.ready()
+                let rc = mount.run(threads: threads)
+                publisher.stop()
+                withExtendedLifetime(signals) {}
+                continuation.resume(returning: rc)
+            }
+        }
+        await backend.shutdown()
+        guard let rc else {
+            reporter.fail("cannot mount on \(mountpoint) (see the libfuse message above)")
+        }
+        logger.info("unmounted \(mountpoint)")
+        if rc != 0 && rc != -1 { throw ExitCode(1) }
+    }
+
+    func backendOptions() -> MountBackend.Options {
+        var options = MountBackend.Options()
+        options.emulator = emulator
+        options.endpoint = endpoint
+        options.cacheDirectory = cacheDir
+        options.maxMemory = maxMemory.flatMap(Self.parseSize)
+        return options
+    }
+
+    static func absolute(_ path: String) -> String {
+        let url = path.hasPrefix("/") ? URL(fileURLWithPath: path) : URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent(path)
+        var standardized = url.standardized.path
+        while standardized.count > 1 && standardized.hasSuffix("/") { standardized.removeLast() }
+        return standardized
+    }
+
+    /// "64M", "1G", "1048576" → bytes.
+    static func parseSize(_ text: String) -> Int? {
+        let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+        var digits = text.uppercased()
+        if digits.hasSuffix("IB") || digits.hasSuffix("B") { digits = String(digits.dropLast(digits.hasSuffix("IB") ? 2 : 1)) }
+        if let last = digits.last, let unit = units[last] { return Int(digits.dropLast()).map { $0 * unit } }
+        return Int(digits)
+    }
+
+    /// Why the mountpoint cannot be used, in one line; nil when it can.
+    static func checkMountpoint(_ mountpoint: String) -> String? {
+        var st = stat()
+        if stat(mountpoint, &st) != 0 {
+            if errno == ENOTCONN {
+                return "\(mountpoint) is a dead FUSE mount; clean it up with: fusermount3 -u \(mountpoint)"
+            }
+            return "mountpoint \(mountpoint) does not exist"
+        }
+        if st.st_mode & S_IFMT != S_IFDIR { return "mountpoint \(mountpoint) is not a directory" }
+        if MountTable.isMounted(mountpoint) {
+            return "\(mountpoint) is already mounted (netdiskfs unmount \(mountpoint))"
+        }
+        if access("/dev/fuse", R_OK | W_OK) != 0 {
+            return "/dev/fuse is not available (install fuse3 and load the fuse module)"
+        }
+        return nil
+    }
+}
+
+/// Tells the waiting parent (daemon mode) that the mount is live, or why it is not.
+struct StartReporter: Sendable {
+    let readyFD: Int32?
+
+    func ready() {
+        guard let readyFD else { return }
+        send("READY\n", to: readyFD)
+        close(readyFD)
+    }
+
+    func fail(_ message: String) -> Never {
+        let line = "netdiskfs: \(message)\n"
+        send(line, to: STDERR_FILENO)
+        if let readyFD { send(line, to: readyFD) }
+        exit(1)
+    }
+
+    private func send(_ text: String, to fd: Int32) {
+        var bytes = Array(text.utf8)
+        _ = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress, $0.count) }
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP unmount (lazily: open files finish, their closes commit).
+final class SignalWatcher: @unchecked Sendable {
+    private let sources: [any DispatchSourceSignal]
+
+    init(mountpoint: String, logger: Logger) {
+        let queue = DispatchQueue(label: "netdiskfs.signals")
+        sources = [SIGINT, SIGTERM, SIGHUP].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+            source.setEventHandler {
+                logger.info("signal \(number): unmounting \(mountpoint)")
+                // umount2/fusermount3 block briefly: run them on a plain thread, not a dispatch worker.
+                Thread.detachNewThread { _ = FuseMount.unmount(mountpoint, lazy: true) }
+            }
+            source.resume()
+            return source
+        }
+    }
+
+    deinit {
+        sources.forEach { $0.cancel() }
+    }
+}
+
+/// Reads /proc/self/mountinfo.
+enum MountTable {
+    static func isMounted(_ mountpoint: String) -> Bool {
+        guard let table = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
+        for line in table.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count > 4 else { continue }
+            if unescape(String(fields[4])) == mountpoint { return true }
+        }
+        return false
+    }
+
+    /// mountinfo writes space, tab, newline and backslash as \ooo.
+    static func unescape(_ field: String) -> String {
+        var bytes: [UInt8] = []
+        var utf8 = Array(field.utf8)[...]
+        while let byte = utf8.popFirst() {
+            if byte == UInt8(ascii: "\\"), utf8.count >= 3, let value = UInt8(String(decoding: utf8.prefix(3), as: UTF8.self), radix: 8) {
+                bytes.append(value)
+                utf8 = utf8.dropFirst(3)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

@@ -1,0 +1,176 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CFuseShim
+import Logging
+import Uploader
+
+/// libfuse high-level callbacks → `NetdiskFileSystem`.
+///
+/// A plain nonisolated type, outside main.swift: libfuse calls these on its own threads, and a
+/// MainActor-isolated closure would trap on the first call (DESIGN.md, "Verified on this platform").
+/// Each callback converts C arguments, calls the filesystem, and maps errors through `FuseErrno`.
+enum FuseCallbacks {
+    /// renameat2 flags (linux/fs.h), not exported by Glibc's module.
+    static let renameNoReplace: UInt32 = 1
+    static let renameExchange: UInt32 = 2
+
+    /// What the kernel is told about block size: `cp` then writes 1 MiB requests.
+    static let blockSize = 1 << 20
+
+    static var fileSystem: NetdiskFileSystem {
+        Unmanaged<NetdiskFileSystem>.fromOpaque(netdiskfs_fuse_private_data()!).takeUnretainedValue()
+    }
+
+    static func run(_ operation: StaticString, _ path: UnsafePointer<CChar>?, _ body: (NetdiskFileSystem, String) throws -> Int32) -> Int32 {
+        let fs = fileSystem
+        let name = path.map { String(cString: $0) } ?? ""
+        do {
+            return try body(fs, name)
+        } catch {
+            return FuseErrno.code(for: error, operation: operation, path: path == nil ? nil : name, logger: fs.logger)
+        }
+    }
+
+    static func fill(_ st: UnsafeMutablePointer<stat>, _ attributes: FileAttributes) {
+        memset(st, 0, MemoryLayout<stat>.size)
+        st.pointee.st_mode = attributes.isDirectory ? (S_IFDIR | 0o755) : (S_IFREG | 0o644)
+        st.pointee.st_nlink = attributes.isDirectory ? 2 : 1
+        st.pointee.st_size = off_t(attributes.size)
+        st.pointee.st_blksize = blksize_t(blockSize)
+        st.pointee.st_blocks = blkcnt_t((attributes.size + 511) / 512)
+        st.pointee.st_uid = getuid()
+        st.pointee.st_gid = getgid()
+        let time = timespec(tv_sec: time_t(attributes.mtime), tv_nsec: 0)
+        st.pointee.st_mtim = time
+        st.pointee.st_ctim = time
+        st.pointee.st_atim = time
+    }
+
+    static func operations() -> fuse_operations {
+        var ops = fuse_operations()
+        ops.`init` = { conn, cfg in
+            if let cfg {
+                // unlink must reach us (to abort an upload), not become a rename to .fuse_hidden.
+                cfg.pointee.hard_remove = 1
+                cfg.pointee.nullpath_ok = 1
+                cfg.pointee.use_ino = 0
+                // Sizes of files being written change under us: keep the kernel's attribute cache short.
+                cfg.pointee.attr_timeout = 1
+                cfg.pointee.entry_timeout = 1
+                cfg.pointee.negative_timeout = 1
+            }
+            if let conn {
+                conn.pointee.want |= UInt32(FUSE_CAP_ATOMIC_O_TRUNC) & conn.pointee.capable
+                conn.pointee.max_readahead = UInt32(1 << 20)
+            }
+            return netdiskfs_fuse_private_data()
+        }
+        ops.getattr = { path, st, _ in
+            FuseCallbacks.run("getattr", path) { fs, path in
+                FuseCallbacks.fill(st!, try fs.attributes(of: path))
+                return 0
+            }
+        }
+        ops.readdir = { path, buffer, filler, _, _, _ in
+            FuseCallbacks.run("readdir", path) { fs, path in
+                var st = stat()
+                FuseCallbacks.fill(&st, FileAttributes(isDirectory: true, size: 0, mtime: 0))
+                _ = filler!(buffer, ".", &st, 0, fuse_fill_dir_flags(rawValue: 0))
+                _ = filler!(buffer, "..", &st, 0, fuse_fill_dir_flags(rawValue: 0))
+                for (name, attributes) in try fs.list(path) {
+                    FuseCallbacks.fill(&st, attributes)
+                    if filler!(buffer, name, &st, 0, FUSE_FILL_DIR_PLUS) != 0 { break }
+                }
+                return 0
+            }
+        }
+        ops.mkdir = { path, _ in
+            FuseCallbacks.run("mkdir", path) { fs, path in try fs.makeDirectory(path); return 0 }
+        }
+        ops.rmdir = { path in
+            FuseCallbacks.run("rmdir", path) { fs, path in try fs.removeDirectory(path); return 0 }
+        }
+        ops.unlink = { path in
+            FuseCallbacks.run("unlink", path) { fs, path in try fs.unlink(path); return 0 }
+        }
+        ops.rename = { from, to, flags in
+            FuseCallbacks.run("rename", from) { fs, from in
+                if flags & FuseCallbacks.renameExchange != 0 { return -EINVAL }
+                try fs.rename(from, to: String(cString: to!), noReplace: flags & FuseCallbacks.renameNoReplace != 0)
+                return 0
+            }
+        }
+        ops.symlink = { _, _ in -ENOTSUP }
+        ops.link = { _, _ in -ENOTSUP }
+        ops.mknod = { _, _, _ in -ENOTSUP }
+        ops.chmod = { path, _, _ in
+            FuseCallbacks.run("chmod", path) { fs, path in try fs.acceptMetadataChange(path); return 0 }
+        }
+        ops.chown = { path, _, _, _ in
+            FuseCallbacks.run("chown", path) { fs, path in try fs.acceptMetadataChange(path); return 0 }
+        }
+        ops.utimens = { path, _, _ in
+            FuseCallbacks.run("utimens", path) { fs, path in try fs.acceptMetadataChange(path); return 0 }
+        }
+        ops.truncate = { path, size, fi in
+            FuseCallbacks.run("truncate", path) { fs, path in
+                try fs.truncate(path, size: Int64(size), handle: fi.map { $0.pointee.fh })
+                return 0
+            }
+        }
+        ops.statfs = { path, st in
+            FuseCallbacks.run("statfs", path) { fs, _ in
+                let quota = try fs.statistics()
+                let fragment: Int64 = 4096
+                memset(st!, 0, MemoryLayout<statvfs>.size)
+                st!.pointee.f_bsize = UInt(FuseCallbacks.blockSize)
+                st!.pointee.f_frsize = UInt(fragment)
+                st!.pointee.f_blocks = fsblkcnt_t(max(quota.total, 0) / fragment)
+                let free = fsblkcnt_t(max(quota.total - quota.used, 0) / fragment)
+                st!.pointee.f_bfree = free
+                st!.pointee.f_bavail = free
+                st!.pointee.f_files = 1 << 32
+                st!.pointee.f_ffree = 1 << 31
+                st!.pointee.f_namemax = 255
+                return 0
+            }
+        }
+        ops.open = { path, fi in
+            FuseCallbacks.run("open", path) { fs, path in
+                let opened = try fs.open(path, flags: fi!.pointee.flags)
+                fi!.pointee.fh = opened.handle
+                fi!.pointee.keep_cache = opened.keepCache ? 1 : 0
+                return 0
+            }
+        }
+        ops.create = { path, _, fi in
+            FuseCallbacks.run("create", path) { fs, path in
+                fi!.pointee.fh = try fs.create(path, flags: fi!.pointee.flags)
+                return 0
+            }
+        }
+        ops.read = { path, buffer, size, offset, fi in
+            FuseCallbacks.run("read", path) { fs, _ in
+                let count = try fs.read(handle: fi!.pointee.fh, into: UnsafeMutableRawBufferPointer(start: buffer, count: size), at: Int64(offset))
+                return Int32(count)
+            }
+        }
+        ops.write = { path, buffer, size, offset, fi in
+            FuseCallbacks.run("write", path) { fs, _ in
+                let count = try fs.write(handle: fi!.pointee.fh, bytes: UnsafeRawBufferPointer(start: buffer, count: size), at: Int64(offset))
+                return Int32(count)
+            }
+        }
+        ops.flush = { path, fi in
+            FuseCallbacks.run("flush", path) { fs, _ in try fs.flush(handle: fi!.pointee.fh); return 0 }
+        }
+        ops.release = { path, fi in
+            FuseCallbacks.run("release", path) { fs, _ in try fs.release(handle: fi!.pointee.fh); return 0 }
+        }
+        // Durability point is close(): the upload commits there. fsync in the middle of a stream
+        // cannot commit a partial file without breaking the streaming upload, so it is accepted.
+        ops.fsync = { _, _, _ in 0 }
+        return ops
+    }
+}

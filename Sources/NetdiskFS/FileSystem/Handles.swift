@@ -1,0 +1,208 @@
+import Foundation
+import Synchronization
+import Uploader
+
+/// One open(2) of a file: either a reader of a committed remote file or a share of a `PathWriter`.
+final class OpenFile: Sendable {
+    let remotePath: String
+    let reader: RemoteFileReader?
+    let writer: PathWriter?
+
+    init(remotePath: String, reader: RemoteFileReader? = nil, writer: PathWriter? = nil) {
+        self.remotePath = remotePath
+        self.reader = reader
+        self.writer = writer
+    }
+}
+
+/// The one upload of a path, shared by every descriptor open for writing on it.
+///
+/// A write after a commit (a dup'd descriptor closed first) starts a new cached session over the
+/// committed file, so no write is ever lost. An unlinked writer swallows later writes and never commits.
+final class PathWriter: @unchecked Sendable {
+    let remotePath: String
+    private let lock = NSLock()
+    private var current: any WriteSession
+    /// True while the session holds changes the cloud does not have.
+    private var pending: Bool
+    private var aborted = false
+    private var committedEntry: RemoteEntry?
+    private var reopen: (@Sendable (RemoteEntry) throws -> any WriteSession)?
+    private(set) var mtime = Int64(Date().timeIntervalSince1970)
+
+    init(remotePath: String, session: any WriteSession, pendingAtStart: Bool,
+         reopen: @escaping @Sendable (RemoteEntry) throws -> any WriteSession) {
+        self.remotePath = remotePath
+        self.current = session
+        self.pending = pendingAtStart
+        self.reopen = reopen
+    }
+
+    var session: any WriteSession { lock.withLock { current } }
+
+    var size: Int64 {
+        lock.withLock { aborted ? 0 : (committedEntry?.size ?? current.size) }
+    }
+
+    private func liveSession() throws -> any WriteSession {
+        if let committed = committedEntry, let reopen {
+            current = try reopen(committed)
+            committedEntry = nil
+        }
+        return current
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws {
+        // The engine may block here for backpressure; holding our lock then only stalls other
+        // writers of this same file, which the engine would serialize anyway.
+        try lock.withLock {
+            if aborted { return }
+            try liveSession().write(bytes, at: offset)
+            pending = true
+            mtime = Int64(Date().timeIntervalSince1970)
+        }
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int {
+        try lock.withLock {
+            if aborted { return 0 }
+            return try liveSession().read(into: buffer, at: offset)
+        }
+    }
+
+    func truncate(to size: Int64) throws {
+        try lock.withLock {
+            if aborted { return }
+            try liveSession().truncate(to: size)
+            pending = true
+            mtime = Int64(Date().timeIntervalSince1970)
+        }
+    }
+
+    /// Commits pending changes; returns the new entry, or nil when there was nothing to commit.
+    func commit() throws -> RemoteEntry? {
+        try lock.withLock {
+            guard !aborted, committedEntry == nil else { return nil }
+            guard pending else {
+                current.abort()
+                aborted = true
+                return nil
+            }
+            let entry = try current.finish()
+            committedEntry = entry
+            pending = false
+            return entry
+        }
+    }
+
+    /// Aborts the upload (unlink of a file being written): nothing is committed.
+    func abort() {
+        lock.withLock {
+            guard !aborted else { return }
+            aborted = true
+            if committedEntry == nil { current.abort() }
+        }
+    }
+
+    /// Aborts if changes are pending; true when something was thrown away.
+    func abortIfUncommitted() -> Bool {
+        lock.withLock {
+            guard !aborted, committedEntry == nil else { return false }
+            aborted = true
+            current.abort()
+            return pending
+        }
+    }
+}
+
+/// Open handles by number (`fuse_file_info.fh`) and the writer of each path being written.
+final class HandleTable: Sendable {
+    private struct State {
+        var nextHandle: UInt64 = 1
+        var files: [UInt64: OpenFile] = [:]
+        var writers: [String: PathWriter] = [:]
+        var openCounts: [ObjectIdentifier: Int] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    func add(_ file: OpenFile) -> UInt64 {
+        state.withLock { state in
+            let handle = state.nextHandle
+            state.nextHandle += 1
+            state.files[handle] = file
+            return handle
+        }
+    }
+
+    func get(_ handle: UInt64) -> OpenFile? {
+        state.withLock { $0.files[handle] }
+    }
+
+    func remove(_ handle: UInt64) -> OpenFile? {
+        state.withLock { $0.files.removeValue(forKey: handle) }
+    }
+
+    func writer(for remotePath: String) -> PathWriter? {
+        state.withLock { $0.writers[remotePath] }
+    }
+
+    func writers(in directory: String) -> [PathWriter] {
+        state.withLock { state in
+            state.writers.values.filter { RemotePath.split($0.remotePath).parent == directory }
+        }
+    }
+
+    func allWriters() -> [PathWriter] {
+        state.withLock { Array($0.writers.values) }
+    }
+
+    /// The path's writer (made by `make` if none), with one more open handle counted on it.
+    func attachWriter(remotePath: String, make: () throws -> PathWriter) throws -> PathWriter {
+        if let writer = state.withLock({ state -> PathWriter? in
+            guard let writer = state.writers[remotePath] else { return nil }
+            state.openCounts[ObjectIdentifier(writer), default: 0] += 1
+            return writer
+        }) {
+            return writer
+        }
+        // Made outside the lock: the engine's precreate may take a network round trip.
+        let made = try make()
+        return state.withLock { state in
+            if let raced = state.writers[remotePath] {
+                made.abort()
+                state.openCounts[ObjectIdentifier(raced), default: 0] += 1
+                return raced
+            }
+            state.writers[remotePath] = made
+            state.openCounts[ObjectIdentifier(made)] = 1
+            return made
+        }
+    }
+
+    func openCount(of writer: PathWriter) -> Int {
+        state.withLock { $0.openCounts[ObjectIdentifier(writer)] ?? 0 }
+    }
+
+    /// One handle on the writer closed; true when it was the last one.
+    func detachWriter(_ writer: PathWriter) -> Bool {
+        state.withLock { state in
+            let key = ObjectIdentifier(writer)
+            let remaining = (state.openCounts[key] ?? 1) - 1
+            if remaining > 0 {
+                state.openCounts[key] = remaining
+                return false
+            }
+            state.openCounts[key] = nil
+            if state.writers[writer.remotePath] === writer { state.writers[writer.remotePath] = nil }
+            return true
+        }
+    }
+
+    /// Aborts and forgets the writer of a path (unlink while writing); true if there was one.
+    func abortWriter(for remotePath: String) -> Bool {
+        guard let writer = state.withLock({ $0.writers.removeValue(forKey: remotePath) }) else { return false }
+        writer.abort()
+        return true
+    }
+}

@@ -1,0 +1,206 @@
+import Synchronization
+import Uploader
+
+/// Directory listings with a TTL, a negative-lookup cache, and an overlay of our own changes.
+///
+/// Baidu has no stat-by-path call, so a lookup is answered from the parent's listing. Listings are
+/// fetched whole (paged 1000 at a time), shared by concurrent lookups (single flight), and kept for
+/// `ttl`. Our own creates, deletes and renames are applied to cached listings at once and pinned
+/// for `overlayTTL`, so a file we just wrote is visible whatever the cloud's listing lag.
+final class MetadataCache: Sendable {
+    struct Listing: Sendable {
+        var entries: [String: RemoteEntry]
+        var fetchedAt: ContinuousClock.Instant
+    }
+
+    private struct State {
+        var listings: [String: Listing] = [:]
+        var negative: [String: ContinuousClock.Instant] = [:]
+        var pinned: [String: (entry: RemoteEntry, until: ContinuousClock.Instant)] = [:]
+        var hidden: [String: ContinuousClock.Instant] = [:]
+        var inflight: [String: InflightFetch] = [:]
+    }
+
+    /// One fetch of a listing that concurrent lookups wait on.
+    private final class InflightFetch: @unchecked Sendable {
+        let done = Gate()
+        var result: Result<Listing, NetdiskError>?
+    }
+
+    static let pageSize = 1000
+    private let api: any NetdiskAPI
+    private let ttl: Duration
+    private let negativeTTL: Duration
+    private let overlayTTL: Duration
+    private let state = Mutex(State())
+    private let clock = ContinuousClock()
+
+    init(api: any NetdiskAPI, ttl: Duration, negativeTTL: Duration = .seconds(5), overlayTTL: Duration = .seconds(60)) {
+        self.api = api
+        self.ttl = ttl
+        self.negativeTTL = negativeTTL
+        self.overlayTTL = overlayTTL
+    }
+
+    /// The entry at a remote path, or nil when it does not exist.
+    func entry(at path: String) throws(NetdiskError) -> RemoteEntry? {
+        if path == "/" { return RemoteEntry(fsID: 0, path: "/", name: "", size: 0, isDirectory: true) }
+        let now = clock.now
+        let negative = state.withLock { state -> Bool in
+            if let until = state.negative[path] {
+                if until > now { return true }
+                state.negative[path] = nil
+            }
+            return false
+        }
+        if negative { return nil }
+        let (parent, name) = RemotePath.split(path)
+        let listing: Listing
+        do throws(NetdiskError) {
+            listing = try self.listing(of: parent)
+        } catch {
+            if case .notFound = error { rememberMissing(path); return nil }
+            throw error
+        }
+        if let entry = listing.entries[name] { return entry }
+        rememberMissing(path)
+        return nil
+    }
+
+    /// The listing of a remote directory (cached, or fetched page by page).
+    func listing(of directory: String) throws(NetdiskError) -> Listing {
+        let now = clock.now
+        enum Plan { case cached(Listing), wait(InflightFetch), fetch(InflightFetch) }
+        let plan = state.withLock { state -> Plan in
+            if let listing = state.listings[directory], now - listing.fetchedAt < ttl { return .cached(listing) }
+            if let fetch = state.inflight[directory] { return .wait(fetch) }
+            let fetch = InflightFetch()
+            state.inflight[directory] = fetch
+            return .fetch(fetch)
+        }
+        switch plan {
+        case .cached(let listing):
+            return listing
+        case .wait(let fetch):
+            fetch.done.wait()
+            return try fetch.result!.get()
+        case .fetch(let fetch):
+            let result: Result<Listing, NetdiskError>
+            do throws(NetdiskError) {
+                result = .success(try fetchListing(directory))
+            } catch {
+                result = .failure(error)
+            }
+            state.withLock { state in
+                state.inflight[directory] = nil
+                if case .success(var listing) = result {
+                    applyOverlay(to: &listing, directory: directory, state: &state)
+                    state.listings[directory] = listing
+                    fetch.result = .success(listing)
+                } else {
+                    fetch.result = result
+                }
+            }
+            fetch.done.open()
+            return try fetch.result!.get()
+        }
+    }
+
+    private func fetchListing(_ directory: String) throws(NetdiskError) -> Listing {
+        var entries: [String: RemoteEntry] = [:]
+        var start = 0
+        let api = self.api
+        while true {
+            let offset = start
+            let page = try Blocking.await { () async throws(NetdiskError) in
+                try await api.list(directory: directory, start: offset, limit: Self.pageSize)
+            }
+            for entry in page { entries[entry.name] = entry }
+            if page.count < Self.pageSize { break }
+            start += page.count
+        }
+        return Listing(entries: entries, fetchedAt: clock.now)
+    }
+
+    /// Our pins and hides win over a fresh listing until the cloud shows the same thing.
+    private func applyOverlay(to listing: inout Listing, directory: String, state: inout State) {
+        let now = clock.now
+        for (path, pin) in state.pinned where RemotePath.split(path).parent == directory {
+            if pin.until < now { state.pinned[path] = nil; continue }
+            let name = RemotePath.split(path).name
+            if listing.entries[name]?.fsID == pin.entry.fsID && pin.entry.fsID != 0 { state.pinned[path] = nil; continue }
+            listing.entries[name] = pin.entry
+        }
+        for (path, until) in state.hidden where RemotePath.split(path).parent == directory {
+            if until < now { state.hidden[path] = nil; continue }
+            let name = RemotePath.split(path).name
+            if listing.entries[name] == nil { state.hidden[path] = nil; continue }
+            listing.entries[name] = nil
+        }
+    }
+
+    private func rememberMissing(_ path: String) {
+        let until = clock.now + negativeTTL
+        state.withLock { $0.negative[path] = until }
+    }
+
+    // MARK: our own changes
+
+    /// A file or directory we created or committed: visible at once.
+    func didCreate(_ entry: RemoteEntry) {
+        let until = clock.now + overlayTTL
+        state.withLock { state in
+            let (parent, name) = RemotePath.split(entry.path)
+            state.hidden[entry.path] = nil
+            state.pinned[entry.path] = (entry, until)
+            state.listings[parent]?.entries[name] = entry
+            // A negative entry for this path or anything under it is now wrong.
+            state.negative = state.negative.filter { !Self.isSelfOrDescendant($0.key, of: entry.path) }
+            if entry.isDirectory, state.listings[entry.path] == nil {
+                state.listings[entry.path] = Listing(entries: [:], fetchedAt: clock.now)
+            }
+        }
+    }
+
+    /// A file or directory we deleted: gone at once, with everything cached under it.
+    func didRemove(_ path: String) {
+        let until = clock.now + overlayTTL
+        state.withLock { state in
+            let (parent, name) = RemotePath.split(path)
+            state.pinned = state.pinned.filter { !Self.isSelfOrDescendant($0.key, of: path) }
+            state.hidden[path] = until
+            state.listings[parent]?.entries[name] = nil
+            state.listings = state.listings.filter { !Self.isSelfOrDescendant($0.key, of: path) }
+            state.negative[path] = clock.now + negativeTTL
+        }
+    }
+
+    func didRename(from source: String, to target: String, entry: RemoteEntry) {
+        didRemove(source)
+        var moved = entry
+        moved.path = target
+        moved.name = RemotePath.split(target).name
+        didCreate(moved)
+        if entry.isDirectory {
+            // Its children's cached listings carry old paths; fetch again when needed.
+            state.withLock { state in
+                state.listings[target] = nil
+            }
+        }
+    }
+
+    /// Forgets a directory's listing (and our negative entries under it).
+    func invalidate(_ directory: String) {
+        state.withLock { state in
+            state.listings[directory] = nil
+            state.negative = state.negative.filter { !Self.isSelfOrDescendant($0.key, of: directory) }
+        }
+    }
+
+    static func isSelfOrDescendant(_ path: String, of ancestor: String) -> Bool {
+        if path == ancestor { return true }
+        if ancestor == "/" { return true }
+        return path.hasPrefix(ancestor + "/")
+    }
+}
+

@@ -1,0 +1,129 @@
+import Foundation
+import Synchronization
+
+/// The files uploading right now, for `netdiskfs status`.
+///
+/// The daemon rewrites a small JSON file every second (atomically, by rename); `status` reads it.
+/// A file is simpler than a socket and survives a hung daemon: a stale `updated` time shows it.
+final class UploadRegistry: Sendable {
+    struct Upload: Codable, Sendable {
+        var path: String
+        var mode: String
+        var bytesWritten: Int64
+        var bytesUploaded: Int64
+        var startedAt: Double
+        var rateBytesPerSecond: Double
+    }
+
+    struct Snapshot: Codable, Sendable {
+        var pid: Int32
+        var mountpoint: String
+        var updated: Double
+        var uploads: [Upload]
+    }
+
+    private struct Tracked {
+        weak var session: (any WriteSession)?
+        var path: String
+        var startedAt: Double
+        var lastUploaded: Int64 = 0
+        var lastSample: Double
+        var rate: Double = 0
+    }
+
+    private let tracked = Mutex([ObjectIdentifier: Tracked]())
+
+    func add(_ session: any WriteSession, path: String) {
+        let now = Date().timeIntervalSince1970
+        tracked.withLock { $0[ObjectIdentifier(session)] = Tracked(session: session, path: path, startedAt: now, lastSample: now) }
+    }
+
+    func remove(_ session: any WriteSession) {
+        _ = tracked.withLock { $0.removeValue(forKey: ObjectIdentifier(session)) }
+    }
+
+    func snapshot(mountpoint: String) -> Snapshot {
+        let now = Date().timeIntervalSince1970
+        let uploads = tracked.withLock { tracked -> [Upload] in
+            var uploads: [Upload] = []
+            for (key, var item) in tracked {
+                guard let session = item.session else { tracked[key] = nil; continue }
+                let uploaded = session.bytesUploaded
+                let elapsed = now - item.lastSample
+                if elapsed >= 0.5 {
+                    let instant = Double(uploaded - item.lastUploaded) / elapsed
+                    item.rate = item.rate == 0 ? instant : 0.5 * item.rate + 0.5 * instant
+                    item.lastUploaded = uploaded
+                    item.lastSample = now
+                    tracked[key] = item
+                }
+                uploads.append(Upload(path: item.path, mode: session.modeName, bytesWritten: session.size,
+                                      bytesUploaded: uploaded, startedAt: item.startedAt, rateBytesPerSecond: item.rate))
+            }
+            return uploads.sorted { $0.path < $1.path }
+        }
+        return Snapshot(pid: getpid(), mountpoint: mountpoint, updated: now, uploads: uploads)
+    }
+}
+
+/// Where a running mount publishes its status; one file per mountpoint.
+public enum StatusFiles {
+    public static func directory() -> URL {
+        StateDirectory.url().appendingPathComponent("status", isDirectory: true)
+    }
+
+    public static func file(for mountpoint: String) -> URL {
+        let safe = mountpoint.map { $0.isLetter || $0.isNumber ? String($0) : "_" }.joined()
+        return directory().appendingPathComponent("\(safe).json")
+    }
+}
+
+/// `$XDG_STATE_HOME/netdiskfs` (default ~/.local/state/netdiskfs): logs, status, pid files.
+public enum StateDirectory {
+    public static func url() -> URL {
+        let env = ProcessInfo.processInfo.environment
+        let base: URL
+        if let state = env["XDG_STATE_HOME"], !state.isEmpty {
+            base = URL(fileURLWithPath: state, isDirectory: true)
+        } else {
+            base = FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".local/state", isDirectory: true)
+        }
+        return base.appendingPathComponent("netdiskfs", isDirectory: true)
+    }
+}
+
+/// Rewrites the status file every second until stopped.
+final class StatusPublisher: @unchecked Sendable {
+    private let registry: UploadRegistry
+    private let mountpoint: String
+    private let file: URL
+    private let stopped = Mutex(false)
+    private let finished = Gate()
+
+    init(registry: UploadRegistry, mountpoint: String) {
+        self.registry = registry
+        self.mountpoint = mountpoint
+        self.file = StatusFiles.file(for: mountpoint)
+    }
+
+    func start() {
+        try? FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+        Thread.detachNewThread { [self] in
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            while !stopped.withLock({ $0 }) {
+                if let data = try? encoder.encode(registry.snapshot(mountpoint: mountpoint)) {
+                    try? data.write(to: file, options: .atomic)
+                }
+                Thread.sleep(forTimeInterval: 1)
+            }
+            try? FileManager.default.removeItem(at: file)
+            finished.open()
+        }
+    }
+
+    func stop() {
+        stopped.withLock { $0 = true }
+        finished.wait()
+    }
+}
