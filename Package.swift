@@ -47,6 +47,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "NetdiskMain", dependencies: ["NetdiskFS"]),
+        // Real-mount tests: spawn the built `netdiskfs` against an in-process emulator.
+        .testTarget(name: "MountTests", dependencies: ["NetdiskFS", "NetdiskEmulator", "Uploader"]),
 
     ]
 )

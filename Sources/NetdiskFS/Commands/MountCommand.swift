@@ -26,8 +26,8 @@ public struct MountCommand: AsyncParsableCommand {
     @Flag(help: "Serve a local Baidu emulator (data under $XDG_DATA_HOME/netdiskfs/emulator): no account needed.")
     var emulator = false
 
-    @Option(help: "The remote directory to show at the mountpoint.")
-    var root = "/"
+    @Option(help: "The remote directory to show at the mountpoint (default: the config's remote root, /apps/netdiskfs).")
+    var root: String?
 
     @Flag(help: "Refuse every change.")
     var readOnly = false

@@ -19,16 +19,19 @@ final class OpenFile: Sendable {
 ///
 /// A write after a commit (a dup'd descriptor closed first) starts a new cached session over the
 /// committed file, so no write is ever lost. An unlinked writer swallows later writes and never commits.
+/// Two locks: `operationLock` serializes data calls (which may block for backpressure or a commit),
+/// `stateLock` guards the fields, so `size` (getattr, readdir) never waits behind a blocked writer.
 final class PathWriter: @unchecked Sendable {
     let remotePath: String
-    private let lock = NSLock()
+    private let operationLock = NSLock()
+    private let stateLock = NSLock()
     private var current: any WriteSession
     /// True while the session holds changes the cloud does not have.
     private var pending: Bool
     private var aborted = false
     private var committedEntry: RemoteEntry?
-    private var reopen: (@Sendable (RemoteEntry) throws -> any WriteSession)?
-    private(set) var mtime = Int64(Date().timeIntervalSince1970)
+    private let reopen: @Sendable (RemoteEntry) throws -> any WriteSession
+    private var modified = Int64(Date().timeIntervalSince1970)
 
     init(remotePath: String, session: any WriteSession, pendingAtStart: Bool,
          reopen: @escaping @Sendable (RemoteEntry) throws -> any WriteSession) {
@@ -38,80 +41,97 @@ final class PathWriter: @unchecked Sendable {
         self.reopen = reopen
     }
 
-    var session: any WriteSession { lock.withLock { current } }
+    var session: any WriteSession { stateLock.withLock { current } }
+    var mtime: Int64 { stateLock.withLock { modified } }
 
     var size: Int64 {
-        lock.withLock { aborted ? 0 : (committedEntry?.size ?? current.size) }
+        stateLock.withLock { aborted ? 0 : (committedEntry?.size ?? current.size) }
     }
 
-    private func liveSession() throws -> any WriteSession {
-        if let committed = committedEntry, let reopen {
-            current = try reopen(committed)
+    /// The session to use now, reopening over the committed file if needed; nil once aborted.
+    private func liveSession() throws -> (any WriteSession)? {
+        let (committed, session, isAborted) = stateLock.withLock { (committedEntry, current, aborted) }
+        if isAborted { return nil }
+        guard let committed else { return session }
+        let reopened = try reopen(committed)
+        stateLock.withLock {
+            current = reopened
             committedEntry = nil
         }
-        return current
+        return reopened
+    }
+
+    private func touched() {
+        let now = Int64(Date().timeIntervalSince1970)
+        stateLock.withLock {
+            pending = true
+            modified = now
+        }
     }
 
     func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws {
-        // The engine may block here for backpressure; holding our lock then only stalls other
-        // writers of this same file, which the engine would serialize anyway.
-        try lock.withLock {
-            if aborted { return }
-            try liveSession().write(bytes, at: offset)
-            pending = true
-            mtime = Int64(Date().timeIntervalSince1970)
+        try operationLock.withLock {
+            guard let session = try liveSession() else { return }
+            try session.write(bytes, at: offset)
+            touched()
         }
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int {
-        try lock.withLock {
-            if aborted { return 0 }
-            return try liveSession().read(into: buffer, at: offset)
+        try operationLock.withLock {
+            guard let session = try liveSession() else { return 0 }
+            return try session.read(into: buffer, at: offset)
         }
     }
 
     func truncate(to size: Int64) throws {
-        try lock.withLock {
-            if aborted { return }
-            try liveSession().truncate(to: size)
-            pending = true
-            mtime = Int64(Date().timeIntervalSince1970)
+        try operationLock.withLock {
+            guard let session = try liveSession() else { return }
+            try session.truncate(to: size)
+            touched()
         }
     }
 
     /// Commits pending changes; returns the new entry, or nil when there was nothing to commit.
     func commit() throws -> RemoteEntry? {
-        try lock.withLock {
-            guard !aborted, committedEntry == nil else { return nil }
-            guard pending else {
-                current.abort()
-                aborted = true
+        try operationLock.withLock {
+            let (session, isPending, done) = stateLock.withLock { (current, pending, aborted || committedEntry != nil) }
+            if done { return nil }
+            guard isPending else {
+                // Opened for writing over an existing file and never changed: nothing to upload.
+                session.abort()
+                stateLock.withLock { aborted = true }
                 return nil
             }
-            let entry = try current.finish()
-            committedEntry = entry
-            pending = false
+            let entry = try session.finish()
+            stateLock.withLock {
+                committedEntry = entry
+                pending = false
+            }
             return entry
         }
     }
 
     /// Aborts the upload (unlink of a file being written): nothing is committed.
+    /// Does not wait for a blocked write: the engine's abort wakes it.
     func abort() {
-        lock.withLock {
-            guard !aborted else { return }
+        let session = stateLock.withLock { () -> (any WriteSession)? in
+            guard !aborted else { return nil }
             aborted = true
-            if committedEntry == nil { current.abort() }
+            return committedEntry == nil ? current : nil
         }
+        session?.abort()
     }
 
     /// Aborts if changes are pending; true when something was thrown away.
     func abortIfUncommitted() -> Bool {
-        lock.withLock {
-            guard !aborted, committedEntry == nil else { return false }
+        let (session, wasPending) = stateLock.withLock { () -> ((any WriteSession)?, Bool) in
+            guard !aborted, committedEntry == nil else { return (nil, false) }
             aborted = true
-            current.abort()
-            return pending
+            return (current, pending)
         }
+        session?.abort()
+        return wasPending
     }
 }
 
