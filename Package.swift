@@ -47,6 +47,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "NetdiskMain", dependencies: ["NetdiskFS"]),
+        // Engine tests: unit tests on a fault-injecting double, end-to-end against the emulator.
+        .testTarget(name: "EngineTests", dependencies: ["Uploader", "NetdiskFS", "NetdiskEmulator"]),
 
     ]
 )
