@@ -56,6 +56,8 @@ let package = Package(
         ]),
         // Real-mount tests: spawn the built `netdiskfs` against an in-process emulator.
         .testTarget(name: "MountTests", dependencies: ["NetdiskFS", "NetdiskEmulator", "Uploader"]),
+        // Engine tests: unit tests on a fault-injecting double, end-to-end against the emulator.
+        .testTarget(name: "EngineTests", dependencies: ["Uploader", "NetdiskFS", "NetdiskEmulator"]),
 
     ]
 )

@@ -1,0 +1,55 @@
+import Foundation
+
+/// Runs an async client call from a dedicated (non-pool) thread and blocks that thread until it ends.
+///
+/// The engine's workers and the mount's FUSE threads are foreign threads that may block; the
+/// async call itself runs on the cooperative pool, which never waits on anything here.
+func awaitBlocking<T: Sendable>(_ operation: @escaping @Sendable () async throws(NetdiskError) -> T) throws(NetdiskError) -> T {
+    let box = ResultBox<T>()
+    let done = DispatchSemaphore(value: 0)
+    Task.detached {
+        do throws(NetdiskError) {
+            box.set(.success(try await operation()))
+        } catch {
+            box.set(.failure(error))
+        }
+        done.signal()
+    }
+    done.wait()
+    return try box.get()
+}
+
+private final class ResultBox<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var result: Result<T, NetdiskError>?
+    func set(_ value: Result<T, NetdiskError>) { lock.lock(); result = value; lock.unlock() }
+    func get() throws(NetdiskError) -> T {
+        lock.lock(); defer { lock.unlock() }
+        return try result!.get()
+    }
+}
+
+/// Runs blocking work (file I/O, a whole upload) on a dedicated thread and awaits it from async code
+/// without occupying a cooperative-pool thread.
+public func runOnDedicatedThread<T: Sendable>(name: String = "netdiskfs.engine",
+                                              _ work: @escaping @Sendable () throws(NetdiskError) -> T) async throws(NetdiskError) -> T {
+    let result: Result<T, NetdiskError> = await withCheckedContinuation { continuation in
+        let thread = Thread {
+            do throws(NetdiskError) {
+                continuation.resume(returning: .success(try work()))
+            } catch {
+                continuation.resume(returning: .failure(error))
+            }
+        }
+        thread.name = name
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+    return try result.get()
+}
+
+/// Sleeps the current dedicated thread.
+func sleepSeconds(_ seconds: Double) {
+    guard seconds > 0 else { return }
+    usleep(UInt32(min(seconds, 60) * 1_000_000))
+}

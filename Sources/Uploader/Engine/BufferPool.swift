@@ -1,0 +1,87 @@
+import Foundation
+
+/// One slice-sized buffer: sections are filled in place and handed to the HTTP layer without copying.
+public final class SectionBuffer: @unchecked Sendable {
+    public let base: UnsafeMutableRawPointer
+    public let capacity: Int
+    /// Valid bytes, from the start.
+    public var count: Int = 0
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        base = UnsafeMutableRawPointer.allocate(byteCount: max(capacity, 1), alignment: 64)
+    }
+
+    deinit { base.deallocate() }
+
+    public var bytes: PartBytes { PartBytes(base: UnsafeRawPointer(base), count: count) }
+}
+
+/// A per-file pool of at most `limit` reused section buffers, charged to the global ``MemoryBudget``.
+///
+/// `acquire` blocks the (foreign) producer thread when every buffer is in flight: that is the
+/// engine's backpressure. Buffers are allocated lazily and reused, so steady-state streaming
+/// allocates nothing and RSS stays flat however long the file is.
+public final class BufferPool: @unchecked Sendable {
+    public let bufferSize: Int
+    public let limit: Int
+    private let budget: MemoryBudget
+    private let condition = NSCondition()
+    private var free: [SectionBuffer] = []
+    private var allocated = 0
+    private var cancelled = false
+
+    public init(bufferSize: Int, limit: Int, budget: MemoryBudget) {
+        self.bufferSize = bufferSize
+        self.limit = max(1, limit)
+        self.budget = budget
+    }
+
+    /// A buffer with `count == 0`; blocks until one is free. Throws `.cancelled` after ``cancel()``.
+    public func acquire() throws(NetdiskError) -> SectionBuffer {
+        condition.lock()
+        while true {
+            if cancelled { condition.unlock(); throw .cancelled }
+            if let buffer = free.popLast() {
+                condition.unlock()
+                buffer.count = 0
+                return buffer
+            }
+            if allocated < limit {
+                allocated += 1
+                condition.unlock()
+                budget.reserve(bufferSize)   // may wait for other files to finish
+                return SectionBuffer(capacity: bufferSize)
+            }
+            condition.wait()
+        }
+    }
+
+    public func release(_ buffer: SectionBuffer) {
+        condition.lock()
+        if cancelled || allocated > limit {
+            allocated -= 1
+            condition.unlock()
+            budget.release(bufferSize)
+            return
+        }
+        free.append(buffer)
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Wakes blocked acquirers with `.cancelled` and gives idle buffers back to the budget.
+    public func cancel() {
+        condition.lock()
+        cancelled = true
+        let idle = free.count
+        free.removeAll()
+        allocated -= idle
+        condition.broadcast()
+        condition.unlock()
+        if idle > 0 { budget.release(idle * bufferSize) }
+    }
+
+    /// Gives idle buffers back to the budget (the session ended); buffers still out are freed on release.
+    public func close() { cancel() }
+}

@@ -1,0 +1,201 @@
+import Foundation
+import Logging
+
+/// The hashes the cached path needs before it can talk to the server.
+public struct ContentDigest: Sendable, Equatable {
+    public var size: Int64
+    public var contentMD5: String
+    /// MD5 of the first 256 KiB.
+    public var sliceMD5: String
+    /// Per-part MD5s in partseq order; `[emptyMD5]` for an empty file.
+    public var blockList: [String]
+}
+
+/// Uploads a source of known size: hash, rapid upload, precreate with the real block list, upload
+/// exactly the parts the server asks for, create. Resumable through ``UploadJournal``.
+public struct CachedUpload: Sendable {
+    public let api: any NetdiskAPI
+    public let options: EngineOptions
+    public let budget: MemoryBudget
+    public let journal: UploadJournal?
+    public let progress: ProgressCounters
+    public let logger: Logger
+
+    public init(api: any NetdiskAPI, options: EngineOptions, budget: MemoryBudget, journal: UploadJournal? = nil,
+                progress: ProgressCounters, logger: Logger) {
+        self.api = api
+        self.options = options
+        self.budget = budget
+        self.journal = journal
+        self.progress = progress
+        self.logger = logger
+    }
+
+    /// Blocking; call from a dedicated thread. `identity` enables resume through the journal.
+    public func upload(_ source: any RandomAccessSource, to remotePath: String, identity: SourceIdentity? = nil,
+                       localMtime: Int64? = nil) throws(NetdiskError) -> RemoteEntry {
+        progress.setTotal(source.size)
+        progress.setMode(.cached)
+        guard source.size <= options.effectiveMaxFileSize else { throw .fileTooLarge(limit: options.effectiveMaxFileSize) }
+        let slice = options.sliceSize
+        var resumed: UploadJournal.Record?
+        if let journal, let identity {
+            resumed = journal.find(remotePath: remotePath, source: identity, sliceSize: slice)
+        }
+        let digest: ContentDigest
+        if let resumed {
+            digest = ContentDigest(size: source.size, contentMD5: resumed.contentMD5, sliceMD5: resumed.sliceMD5,
+                                   blockList: resumed.blockList)
+            logger.info("resuming upload of \(remotePath): \(resumed.doneParts.count)/\(resumed.blockList.count) parts already acknowledged")
+            progress.addHashed(source.size)
+            progress.addAcknowledged(min(source.size, Int64(resumed.doneParts.count) * Int64(slice)))
+        } else {
+            digest = try hash(source)
+            if source.size > 0, let hit = try tryRapid(digest, to: remotePath) { return hit }
+        }
+
+        var freshAttemptsLeft = 2
+        while true {
+            var record = resumed
+            resumed = nil
+            let uploadID: String
+            var needed: [Int]
+            if let record {
+                uploadID = record.uploadID
+                needed = (0..<digest.blockList.count).filter { !record.doneParts.contains($0) }
+            } else {
+                let api = self.api, policy = options.conflictPolicy
+                let result = try awaitBlocking { () async throws(NetdiskError) -> PrecreateResult in
+                    try await api.precreate(path: remotePath, size: digest.size, blockList: digest.blockList,
+                                            contentMD5: digest.contentMD5, sliceMD5: digest.sliceMD5,
+                                            localMtime: localMtime, policy: policy)
+                }
+                if let hit = result.rapidHit {
+                    progress.setMode(.rapid)
+                    return hit
+                }
+                guard let id = result.uploadID else { throw .protocolViolation("precreate returned no uploadid") }
+                uploadID = id
+                needed = result.missingParts.filter { $0 >= 0 && $0 < digest.blockList.count }.sorted()
+                if let journal, let identity {
+                    record = try journal.begin(remotePath: remotePath, source: identity, sliceSize: slice, uploadID: id,
+                                               host: nil, blockList: digest.blockList, contentMD5: digest.contentMD5,
+                                               sliceMD5: digest.sliceMD5)
+                }
+            }
+            do throws(NetdiskError) {
+                try uploadParts(needed, of: source, digest: digest, to: remotePath, uploadID: uploadID, record: record?.id)
+                let api = self.api, policy = options.conflictPolicy
+                let entry = try awaitBlocking { () async throws(NetdiskError) -> RemoteEntry in
+                    try await api.create(path: remotePath, size: digest.size, uploadID: uploadID,
+                                         blockList: digest.blockList, localMtime: localMtime, policy: policy)
+                }
+                if let id = record?.id { journal?.remove(record: id) }
+                progress.setMode(.done)
+                return entry
+            } catch {
+                let expired = error == .uploadExpired || error == .unknownUploadID
+                guard expired, freshAttemptsLeft > 0 else { throw error }
+                freshAttemptsLeft -= 1
+                if let id = record?.id { journal?.remove(record: id) }
+                logger.warning("upload of \(remotePath): uploadid \(uploadID) no longer valid (\(error)); starting a fresh upload")
+            }
+        }
+    }
+
+    /// Content MD5, slice-md5 and block list in one sequential pass.
+    public func hash(_ source: any RandomAccessSource) throws(NetdiskError) -> ContentDigest {
+        let slice = options.sliceSize
+        if source.size == 0 {
+            return ContentDigest(size: 0, contentMD5: BaiduProtocol.emptyMD5, sliceMD5: BaiduProtocol.emptyMD5,
+                                 blockList: [BaiduProtocol.emptyMD5])
+        }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: min(slice, Int(source.size)), alignment: 64)
+        defer { buffer.deallocate() }
+        var content = MD5Hasher()
+        var blocks: [String] = []
+        var sliceMD5 = ""
+        var offset: Int64 = 0
+        while offset < source.size {
+            let want = Int(min(Int64(slice), source.size - offset))
+            let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<want])
+            let got = try source.read(into: chunk, at: offset)
+            guard got == want else { throw .localIO("source shrank while hashing (wanted \(want) bytes at \(offset), got \(got))") }
+            let bytes = UnsafeRawBufferPointer(chunk)
+            content.update(bytes)
+            blocks.append(MD5Hasher.hex(of: bytes))
+            if offset == 0 {
+                sliceMD5 = MD5Hasher.hex(of: UnsafeRawBufferPointer(rebasing: bytes[0..<min(want, BaiduProtocol.sliceMD5Length)]))
+            }
+            offset += Int64(want)
+            progress.addHashed(Int64(want))
+        }
+        return ContentDigest(size: source.size, contentMD5: content.finalizeHex(), sliceMD5: sliceMD5, blockList: blocks)
+    }
+
+    private func tryRapid(_ digest: ContentDigest, to remotePath: String) throws(NetdiskError) -> RemoteEntry? {
+        let api = self.api, policy = options.conflictPolicy
+        do throws(NetdiskError) {
+            let hit = try awaitBlocking { () async throws(NetdiskError) -> RemoteEntry? in
+                try await api.rapidUpload(path: remotePath, size: digest.size, contentMD5: digest.contentMD5,
+                                          sliceMD5: digest.sliceMD5, policy: policy)
+            }
+            if hit != nil {
+                logger.info("rapid upload hit for \(remotePath): no parts sent")
+                progress.setMode(.rapid)
+                progress.addAcknowledged(digest.size)
+            }
+            return hit
+        } catch {
+            switch error {
+            case .tokenInvalid, .notLoggedIn, .quotaExceeded, .invalidName, .alreadyExists: throw error
+            default:
+                logger.debug("rapid upload of \(remotePath) refused (\(error)); uploading")
+                return nil
+            }
+        }
+    }
+
+    private func uploadParts(_ parts: [Int], of source: any RandomAccessSource, digest: ContentDigest, to remotePath: String,
+                             uploadID: String, record: Int64?) throws(NetdiskError) {
+        guard !parts.isEmpty else { return }
+        let slice = options.sliceSize
+        let pool = BufferPool(bufferSize: min(slice, max(1, Int(digest.size))), limit: options.threads + 1, budget: budget)
+        defer { pool.close() }
+        let uploader = PartUploader(api: api, path: remotePath, uploadID: uploadID, attempts: options.partAttempts,
+                                    baseDelay: options.retryBaseDelay, progress: progress, logger: logger)
+        let journal = self.journal
+        let pipeline = OrderedPipeline(threads: min(options.threads, parts.count), name: "netdiskfs.cached",
+                                       progress: progress,
+                                       upload: { partseq, bytes, md5 throws(NetdiskError) in
+                                           try uploader.upload(partseq: partseq, bytes: bytes, md5: md5) },
+                                       onPartDone: { partseq, md5 in
+                                           if let record { journal?.markDone(record: record, partseq: partseq, md5: md5) } })
+        do throws(NetdiskError) {
+            for partseq in parts {
+                if let error = pipeline.error { throw error }
+                let buffer = try pool.acquire()
+                let offset = Int64(partseq) * Int64(slice)
+                let want = Int(min(Int64(slice), digest.size - offset))
+                let got: Int
+                do throws(NetdiskError) {
+                    got = try source.read(into: UnsafeMutableRawBufferPointer(start: buffer.base, count: want), at: offset)
+                } catch {
+                    pool.release(buffer)
+                    throw error
+                }
+                guard got == want else {
+                    pool.release(buffer)
+                    throw .localIO("source changed during upload (part \(partseq) short: \(got) of \(want) bytes)")
+                }
+                buffer.count = want
+                try pipeline.submit(PipelineJob(partseq: partseq, bytes: buffer.bytes, knownMD5: digest.blockList[partseq],
+                                                release: { pool.release(buffer) }))
+            }
+        } catch {
+            pipeline.cancel(error)
+            throw error
+        }
+        _ = try pipeline.finish()
+    }
+}

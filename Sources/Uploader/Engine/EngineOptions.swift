@@ -1,0 +1,104 @@
+import Foundation
+
+/// How the engine cuts and uploads files; derived from the account tier, with the slice size configurable down.
+public struct EngineOptions: Sendable {
+    /// Bytes per part; every part but the last has exactly this size.
+    public var sliceSize: Int
+    /// Parts uploaded concurrently per file.
+    public var threads: Int
+    /// Where cached sessions keep their sparse cache files and the resume journal lives.
+    public var cacheDirectory: String
+    /// The tier's largest file; writing past it fails with `.fileTooLarge` before those bytes are sent.
+    public var maxFileSize: Int64
+    /// How far ahead of the write head (in slices) a write may land and still be held in memory.
+    public var reorderWindowSlices: Int
+    /// Engine-level attempts per part on top of the client's own retries (transient errors, MD5 mismatches).
+    public var partAttempts: Int
+    /// First backoff delay between engine-level part attempts; doubles each time.
+    public var retryBaseDelay: Double
+    /// Hidden directory for streamed data that had to be committed before a fallback to the cached path.
+    public var stagingDirectory: String
+    /// What to do when the target exists; the mount and `put` overwrite.
+    public var conflictPolicy: ConflictPolicy
+
+    public init(sliceSize: Int = AccountTier.normal.maxSliceSize, threads: Int = 4,
+                cacheDirectory: String = EngineOptions.defaultCacheDirectory(),
+                maxFileSize: Int64 = AccountTier.normal.maxFileSize, reorderWindowSlices: Int = 2,
+                partAttempts: Int = 4, retryBaseDelay: Double = 0.25,
+                stagingDirectory: String = "/.netdiskfs-staging", conflictPolicy: ConflictPolicy = .overwrite) {
+        self.sliceSize = max(1, sliceSize)
+        self.threads = max(1, threads)
+        self.cacheDirectory = cacheDirectory
+        self.maxFileSize = maxFileSize
+        self.reorderWindowSlices = max(1, reorderWindowSlices)
+        self.partAttempts = max(1, partAttempts)
+        self.retryBaseDelay = retryBaseDelay
+        self.stagingDirectory = stagingDirectory
+        self.conflictPolicy = conflictPolicy
+    }
+
+    /// Options for an account tier: its slice size (or `sliceSize` if smaller) and its maximum file size.
+    public static func forTier(_ tier: AccountTier, sliceSize: Int? = nil, threads: Int = 4,
+                               cacheDirectory: String = EngineOptions.defaultCacheDirectory()) -> EngineOptions {
+        let slice = min(sliceSize ?? tier.maxSliceSize, tier.maxSliceSize)
+        return EngineOptions(sliceSize: slice, threads: threads, cacheDirectory: cacheDirectory,
+                             maxFileSize: tier.maxFileSize)
+    }
+
+    /// The largest file these options can upload: the tier's limit, or fewer if the slice is small.
+    public var effectiveMaxFileSize: Int64 {
+        min(maxFileSize, Int64(sliceSize) * Int64(BaiduProtocol.maxParts))
+    }
+
+    /// `$XDG_CACHE_HOME/netdiskfs` (default `~/.cache/netdiskfs`).
+    public static func defaultCacheDirectory() -> String {
+        let env = ProcessInfo.processInfo.environment
+        if let xdg = env["XDG_CACHE_HOME"], !xdg.isEmpty { return xdg + "/netdiskfs" }
+        return (env["HOME"] ?? NSTemporaryDirectory()) + "/.cache/netdiskfs"
+    }
+}
+
+/// Global write-buffer budget shared by all files being written; past it, writers wait (never fail).
+///
+/// Each file also has its own cap (slice × (threads + 1)); the budget stops many files from
+/// multiplying that cap. A reservation larger than the whole budget is clamped so it can always proceed.
+public final class MemoryBudget: @unchecked Sendable {
+    public let capacity: Int
+    private let condition = NSCondition()
+    private var used = 0
+
+    public init(bytes: Int) { capacity = max(1, bytes) }
+
+    /// Blocks the calling (foreign) thread until `bytes` fit.
+    public func reserve(_ bytes: Int) {
+        let amount = min(bytes, capacity)
+        condition.lock()
+        while used + amount > capacity { condition.wait() }
+        used += amount
+        condition.unlock()
+    }
+
+    /// Reserves only if it fits now.
+    public func tryReserve(_ bytes: Int) -> Bool {
+        let amount = min(bytes, capacity)
+        condition.lock()
+        defer { condition.unlock() }
+        guard used + amount <= capacity else { return false }
+        used += amount
+        return true
+    }
+
+    public func release(_ bytes: Int) {
+        let amount = min(bytes, capacity)
+        condition.lock()
+        used -= amount
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    public var inUse: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return used
+    }
+}

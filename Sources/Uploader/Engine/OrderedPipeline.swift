@@ -1,0 +1,179 @@
+import Foundation
+import Logging
+
+/// One part handed to the pipeline: its bytes stay valid until `release` runs.
+struct PipelineJob: Sendable {
+    var partseq: Int
+    var bytes: PartBytes
+    /// Known from a previous hash pass (cached path); nil means the worker hashes it.
+    var knownMD5: String?
+    var release: @Sendable () -> Void
+}
+
+/// Uploads parts concurrently with a bounded number in flight, in the order they were submitted.
+///
+/// Submission (acquiring a section) is strictly ordered and happens on the producer's thread;
+/// hashing and uploading run on `threads` dedicated worker threads. `release` always runs.
+/// The first fatal error cancels everything queued and is what `submit`/`finish` throw.
+final class OrderedPipeline: @unchecked Sendable {
+    typealias Upload = @Sendable (_ partseq: Int, _ bytes: PartBytes, _ md5: String) throws(NetdiskError) -> Void
+
+    private let condition = NSCondition()
+    private var queue: [PipelineJob] = []
+    private var queueHead = 0
+    private var active = 0
+    private var closed = false
+    private var failure: NetdiskError?
+    private var md5s: [Int: String] = [:]
+    private var liveWorkers = 0
+    private let upload: Upload
+    private let progress: ProgressCounters
+    private let onPartDone: (@Sendable (Int, String) -> Void)?
+
+    init(threads: Int, name: String, progress: ProgressCounters, upload: @escaping Upload,
+         onPartDone: (@Sendable (Int, String) -> Void)? = nil) {
+        self.upload = upload
+        self.progress = progress
+        self.onPartDone = onPartDone
+        liveWorkers = threads
+        for index in 0..<threads {
+            let thread = Thread { [self] in workerLoop() }
+            thread.name = "\(name).upload\(index)"
+            thread.stackSize = 512 << 10
+            thread.start()
+        }
+    }
+
+    /// Queues a part; throws (after releasing it) if the pipeline already failed.
+    func submit(_ job: PipelineJob) throws(NetdiskError) {
+        condition.lock()
+        if let failure {
+            condition.unlock()
+            job.release()
+            throw failure
+        }
+        queue.append(job)
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// The first fatal error so far, if any (lets producers stop early).
+    var error: NetdiskError? {
+        condition.lock(); defer { condition.unlock() }
+        return failure
+    }
+
+    /// Waits for every queued part and returns the MD5 of each part by partseq.
+    func finish() throws(NetdiskError) -> [Int: String] {
+        condition.lock()
+        closed = true
+        condition.broadcast()
+        while liveWorkers > 0 { condition.wait() }
+        defer { condition.unlock() }
+        if let failure { throw failure }
+        return md5s
+    }
+
+    /// Fails the pipeline with `reason` (default `.cancelled`), drops queued parts and waits for the workers.
+    func cancel(_ reason: NetdiskError = .cancelled) {
+        condition.lock()
+        if failure == nil { failure = reason }
+        closed = true
+        condition.broadcast()
+        while liveWorkers > 0 { condition.wait() }
+        condition.unlock()
+    }
+
+    private func nextJob() -> PipelineJob? {
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            if queueHead < queue.count {
+                let job = queue[queueHead]
+                queueHead += 1
+                if queueHead > 64 && queueHead * 2 > queue.count {
+                    queue.removeFirst(queueHead)
+                    queueHead = 0
+                }
+                if failure != nil {
+                    job.release()
+                    continue
+                }
+                active += 1
+                return job
+            }
+            if closed || failure != nil {
+                liveWorkers -= 1
+                condition.broadcast()
+                return nil
+            }
+            condition.wait()
+        }
+    }
+
+    private func workerLoop() {
+        while let job = nextJob() {
+            defer { job.release() }
+            let md5: String
+            if let known = job.knownMD5 {
+                md5 = known
+            } else {
+                md5 = MD5Hasher.hex(of: job.bytes.buffer)
+                progress.addHashed(Int64(job.bytes.count))
+            }
+            do throws(NetdiskError) {
+                try upload(job.partseq, job.bytes, md5)
+                onPartDone?(job.partseq, md5)
+                condition.lock()
+                md5s[job.partseq] = md5
+                active -= 1
+                condition.unlock()
+            } catch {
+                condition.lock()
+                if failure == nil { failure = error }
+                active -= 1
+                condition.broadcast()
+                condition.unlock()
+            }
+        }
+    }
+}
+
+/// Uploads one part with engine-level retries on top of the client's own.
+///
+/// The client already retries 5xx, resets and rate limits with backoff; the engine retries what the
+/// client gave up on a few more times, and resends a part whose server MD5 differs from the local one.
+struct PartUploader: Sendable {
+    let api: any NetdiskAPI
+    let path: String
+    let uploadID: String
+    let attempts: Int
+    let baseDelay: Double
+    let progress: ProgressCounters
+    let logger: Logger
+
+    func upload(partseq: Int, bytes: PartBytes, md5: String) throws(NetdiskError) {
+        var lastError = NetdiskError.transport("no attempt made")
+        for attempt in 1...attempts {
+            if attempt > 1 { sleepSeconds(baseDelay * Double(1 << min(attempt - 2, 6))) }
+            progress.addSent(Int64(bytes.count))
+            let api = self.api, path = self.path, uploadID = self.uploadID
+            do throws(NetdiskError) {
+                let serverMD5 = try awaitBlocking { () async throws(NetdiskError) -> String in
+                    try await api.uploadPart(path: path, uploadID: uploadID, partseq: partseq, bytes: bytes)
+                }
+                if serverMD5.lowercased() == md5 {
+                    progress.addAcknowledged(Int64(bytes.count))
+                    return
+                }
+                lastError = .partChecksumMismatch(partseq: partseq, expected: md5, received: serverMD5)
+                logger.warning("part \(partseq) of \(path): server MD5 \(serverMD5) differs from local \(md5); resending")
+            } catch {
+                guard error.isTransient || error == .http(status: 408) else { throw error }
+                lastError = error
+                logger.warning("part \(partseq) of \(path) failed (attempt \(attempt)/\(attempts)): \(error)")
+            }
+        }
+        throw lastError
+    }
+}

@@ -1,0 +1,305 @@
+import Foundation
+import Logging
+import Testing
+@testable import Uploader
+
+/// Small slices keep unit tests fast; the fake, unlike Baidu, accepts a first part under 4 MiB.
+let testSlice = 64 << 10
+
+func testOptions(slice: Int = testSlice, threads: Int = 3, window: Int = 2) -> EngineOptions {
+    let dir = NSTemporaryDirectory() + "engine-tests-" + UUID().uuidString
+    return EngineOptions(sliceSize: slice, threads: threads, cacheDirectory: dir, reorderWindowSlices: window,
+                         retryBaseDelay: 0.001)
+}
+
+let testLogger = Logger(label: "engine-tests")
+
+/// Runs a producer on a dedicated thread, as FUSE or the stdin reader would.
+func onForeignThread<T: Sendable>(_ body: @escaping @Sendable () throws(NetdiskError) -> T) async throws -> T {
+    try await runOnDedicatedThread(body)
+}
+
+extension FileWriteSession {
+    /// Writes bytes of an array (typed-throws friendly).
+    func write(_ bytes: ArraySlice<UInt8>, at offset: Int64) throws(NetdiskError) {
+        let result = bytes.withUnsafeBytes { raw in Result { () throws(NetdiskError) in try self.write(raw, at: offset) } }
+        try result.get()
+    }
+    func read(count: Int, at offset: Int64) throws(NetdiskError) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        let result = out.withUnsafeMutableBytes { raw in Result { () throws(NetdiskError) in try self.read(into: raw, at: offset) } }
+        out.removeLast(count - (try result.get()))
+        return out
+    }
+}
+
+func writeAll(_ session: FileWriteSession, _ data: [UInt8], chunk: Int = 10_000) throws(NetdiskError) {
+    var offset = 0
+    while offset < data.count {
+        let n = min(chunk, data.count - offset)
+        try session.write(data[offset..<offset + n], at: Int64(offset))
+        offset += n
+    }
+}
+
+@Suite struct ByteRangesTests {
+    @Test func mergesAndFindsGaps() {
+        var r = ByteRanges()
+        r.insert(10..<20)
+        r.insert(30..<40)
+        r.insert(20..<25)
+        #expect(r.ranges == [10..<25, 30..<40])
+        #expect(r.gaps(in: 0..<50) == [0..<10, 25..<30, 40..<50])
+        #expect(r.contains(12..<24))
+        #expect(!r.contains(12..<31))
+        r.insert(0..<100)
+        #expect(r.ranges == [0..<100])
+        r.clip(to: 50)
+        #expect(r.ranges == [0..<50])
+    }
+}
+
+@Suite struct StreamingSessionTests {
+    @Test(arguments: [0, 1, testSlice - 1, testSlice, testSlice + 1, 3 * testSlice + 17])
+    func roundTripIsExact(size: Int) async throws {
+        let api = FakeNetdisk()
+        let data = SplitMix.bytes(size, seed: UInt64(size) + 1)
+        let session = FileWriteSession(api: api, remotePath: "/apps/t/f\(size)", mode: .streaming,
+                                       options: testOptions(), budget: MemoryBudget(bytes: 64 << 20), logger: testLogger)
+        let entry = try await onForeignThread { () throws(NetdiskError) -> RemoteEntry in
+            try writeAll(session, data)
+            return try session.finish()
+        }
+        #expect(entry.size == Int64(size))
+        #expect(api.content("/apps/t/f\(size)") == data)
+        #expect(!session.isCached)
+        // Files that never fill one slice skip the placeholder precreate.
+        #expect(api.streamingPrecreates == (size >= testSlice ? 1 : 0))
+    }
+
+    @Test func reorderWindowAndPatchesStayInMemory() async throws {
+        let api = FakeNetdisk()
+        let slice = testSlice
+        var reference = SplitMix.bytes(4 * slice + 100, seed: 7)
+        let session = FileWriteSession(api: api, remotePath: "/r", mode: .streaming, options: testOptions(),
+                                       budget: MemoryBudget(bytes: 64 << 20), logger: testLogger)
+        let patch: [UInt8] = Array(repeating: 0xAB, count: 300)
+        let ref = reference
+        try await onForeignThread { () throws(NetdiskError) in
+            func put(_ lo: Int, _ hi: Int) throws(NetdiskError) {
+                try session.write(ref[lo..<hi], at: Int64(lo))
+            }
+            try put(0, 1000)
+            try put(3000, 9000)        // ahead of the head: held in the window
+            try put(1000, 3000)        // fills the gap
+            try put(9000, slice + 500)
+            try session.write(patch[...], at: Int64(slice + 100))  // behind the head, unsent
+            try put(slice + 500, 4 * slice + 100)
+        }
+        for i in 0..<300 { reference[slice + 100 + i] = 0xAB }
+        let entry = try await onForeignThread { () throws(NetdiskError) in try session.finish() }
+        #expect(entry.size == Int64(reference.count))
+        #expect(api.content("/r") == reference)
+        #expect(!session.isCached, "small reordering must not leave the streaming path")
+    }
+
+    @Test func writeBehindSentDataFallsBackAndStaysExact() async throws {
+        let api = FakeNetdisk()
+        let slice = testSlice
+        var reference = SplitMix.bytes(6 * slice + 1234, seed: 9)
+        let session = FileWriteSession(api: api, remotePath: "/movie.mp4", mode: .streaming, options: testOptions(),
+                                       budget: MemoryBudget(bytes: 64 << 20), logger: testLogger)
+        let ref = reference
+        let header: [UInt8] = Array(repeating: 0x11, count: 64)
+        let mid: [UInt8] = Array(repeating: 0x22, count: 100)
+        try await onForeignThread { () throws(NetdiskError) in
+            try writeAll(session, Array(ref[0..<(4 * slice + 10)]))
+            // A muxer patches its header at 0 and an index mid-file, both already sent.
+            try session.write(header[...], at: 0)
+            try session.write(mid[...], at: Int64(2 * slice - 50))
+            try session.write(ref[(4 * slice + 10)...], at: Int64(4 * slice + 10))
+            // Reading back data that is only in the cloud backfills it.
+            let probe = try session.read(count: 200, at: Int64(slice))
+            #expect(probe == Array(ref[slice..<(slice + 200)]))
+        }
+        for i in 0..<64 { reference[i] = 0x11 }
+        for i in 0..<100 { reference[2 * slice - 50 + i] = 0x22 }
+        #expect(session.isCached)
+        #expect(api.content("/movie.mp4") == nil, "nothing at the target before finish")
+        let entry = try await onForeignThread { () throws(NetdiskError) in try session.finish() }
+        #expect(entry.size == Int64(reference.count))
+        #expect(api.content("/movie.mp4") == reference)
+        #expect(api.paths == ["/movie.mp4"], "the staging file is deleted after the commit")
+    }
+
+    @Test func abortCommitsNothing() async throws {
+        let api = FakeNetdisk()
+        let data = SplitMix.bytes(5 * testSlice, seed: 3)
+        let session = FileWriteSession(api: api, remotePath: "/gone", mode: .streaming, options: testOptions(),
+                                       budget: MemoryBudget(bytes: 64 << 20), logger: testLogger)
+        try await onForeignThread { () throws(NetdiskError) in try writeAll(session, data) }
+        session.abort()
+        #expect(api.paths.isEmpty)
+        #expect(api.partsReceived > 0, "parts were streamed before the abort")
+        #expect(throws: NetdiskError.cancelled) { try session.finish() }
+    }
+
+    @Test func partFailuresAndBadMD5AreRetried() async throws {
+        let api = FakeNetdisk()
+        api.setFaults { $0.partFailureRate = 0.1; $0.badMD5Count = 2 }
+        let data = SplitMix.bytes(40 * testSlice + 5, seed: 11)
+        let session = FileWriteSession(api: api, remotePath: "/flaky", mode: .streaming, options: testOptions(),
+                                       budget: MemoryBudget(bytes: 64 << 20), logger: testLogger)
+        _ = try await onForeignThread { () throws(NetdiskError) in
+            try writeAll(session, data, chunk: 1 << 20)
+            return try session.finish()
+        }
+        #expect(api.content("/flaky") == data)
+        #expect(api.partsReceived >= 41 + 2, "the two parts answered with a wrong MD5 were resent")
+    }
+
+    @Test func uploadExpiryMidStreamCommitsNothing() async throws {
+        let api = FakeNetdisk()
+        api.setFaults { $0.expireAfterParts = 3 }
+        let data = SplitMix.bytes(10 * testSlice, seed: 5)
+        let session = FileWriteSession(api: api, remotePath: "/expired", mode: .streaming, options: testOptions(),
+                                       budget: MemoryBudget(bytes: 64 << 20), logger: testLogger)
+        let outcome: NetdiskError? = try await onForeignThread { () -> NetdiskError? in
+            do throws(NetdiskError) {
+                try writeAll(session, data)
+                _ = try session.finish()
+                return nil
+            } catch { return error }
+        }
+        #expect(outcome == .uploadExpired || outcome == .unknownUploadID)
+        #expect(api.paths.isEmpty)
+    }
+
+    @Test func crossingTheMaximumSizeFailsBeforeSending() async throws {
+        let api = FakeNetdisk()
+        var options = testOptions()
+        options.maxFileSize = Int64(3 * testSlice)
+        let session = FileWriteSession(api: api, remotePath: "/big", mode: .streaming, options: options,
+                                       budget: MemoryBudget(bytes: 64 << 20), logger: testLogger)
+        let data = SplitMix.bytes(4 * testSlice, seed: 1)
+        let error: NetdiskError? = try await onForeignThread { () -> NetdiskError? in
+            do throws(NetdiskError) { try writeAll(session, data, chunk: testSlice / 2); return nil } catch { return error }
+        }
+        #expect(error == .fileTooLarge(limit: Int64(3 * testSlice)))
+        #expect(api.partBytesReceived <= 3 * testSlice)
+        session.abort()
+        #expect(api.paths.isEmpty)
+    }
+
+    @Test func refusedStreamingPrecreateTakesTheCachedPath() async throws {
+        let api = FakeNetdisk()
+        api.setFaults { $0.refuseStreamingPrecreate = true }
+        let data = SplitMix.bytes(3 * testSlice + 17, seed: 21)
+        let session = FileWriteSession(api: api, remotePath: "/refused", mode: .streaming, options: testOptions(),
+                                       budget: MemoryBudget(bytes: 64 << 20), logger: testLogger)
+        _ = try await onForeignThread { () throws(NetdiskError) in
+            try writeAll(session, data)
+            return try session.finish()
+        }
+        #expect(api.content("/refused") == data)
+    }
+
+    @Test func cachedModeEditsAnExistingFile() async throws {
+        let api = FakeNetdisk()
+        let original = SplitMix.bytes(5 * testSlice + 3, seed: 8)
+        let seed = FileWriteSession(api: api, remotePath: "/doc", mode: .streaming, options: testOptions(),
+                                    budget: MemoryBudget(bytes: 64 << 20), logger: testLogger)
+        let existing = try await onForeignThread { () throws(NetdiskError) in
+            try writeAll(seed, original)
+            return try seed.finish()
+        }
+        var expected = original
+        let session = FileWriteSession(api: api, remotePath: "/doc", mode: .cached(existing: existing),
+                                       options: testOptions(), budget: MemoryBudget(bytes: 64 << 20), logger: testLogger)
+        let patch: [UInt8] = Array(repeating: 7, count: 10)
+        _ = try await onForeignThread { () throws(NetdiskError) in
+            try session.write(patch[...], at: Int64(2 * testSlice))
+            try session.write(patch[...], at: Int64(original.count))
+            return try session.finish()
+        }
+        for i in 0..<10 { expected[2 * testSlice + i] = 7 }
+        expected += patch
+        #expect(api.content("/doc") == expected)
+    }
+}
+
+@Suite struct CachedUploadTests {
+    func tempFile(_ data: [UInt8]) -> String {
+        let path = NSTemporaryDirectory() + "engine-src-" + UUID().uuidString
+        _ = FileManager.default.createFile(atPath: path, contents: Data(data))
+        return path
+    }
+
+    @Test(arguments: [0, 1, testSlice - 1, testSlice, testSlice + 1, 3 * testSlice + 17])
+    func roundTripIsExact(size: Int) async throws {
+        let api = FakeNetdisk()
+        let data = SplitMix.bytes(size, seed: UInt64(size) + 99)
+        let path = tempFile(data)
+        defer { unlink(path) }
+        let upload = CachedUpload(api: api, options: testOptions(), budget: MemoryBudget(bytes: 64 << 20),
+                                  progress: ProgressCounters(mode: .cached), logger: testLogger)
+        let entry = try await onForeignThread { () throws(NetdiskError) in
+            try upload.upload(try LocalFileSource(path: path), to: "/c\(size)")
+        }
+        #expect(entry.size == Int64(size))
+        #expect(api.content("/c\(size)") == data)
+    }
+
+    @Test func secondPutIsARapidHit() async throws {
+        let api = FakeNetdisk()
+        let data = SplitMix.bytes(2 * testSlice + 5, seed: 4)
+        let path = tempFile(data)
+        defer { unlink(path) }
+        let upload = CachedUpload(api: api, options: testOptions(), budget: MemoryBudget(bytes: 64 << 20),
+                                  progress: ProgressCounters(mode: .cached), logger: testLogger)
+        _ = try await onForeignThread { () throws(NetdiskError) in try upload.upload(try LocalFileSource(path: path), to: "/a") }
+        let before = api.partsReceived
+        _ = try await onForeignThread { () throws(NetdiskError) in try upload.upload(try LocalFileSource(path: path), to: "/b") }
+        #expect(api.partsReceived == before)
+        #expect(api.rapidHits == 1)
+        #expect(api.content("/b") == data)
+    }
+
+    @Test func journalResumesOnlyMissingParts() async throws {
+        let api = FakeNetdisk()
+        let data = SplitMix.bytes(20 * testSlice, seed: 12)
+        let path = tempFile(data)
+        defer { unlink(path) }
+        let options = testOptions(threads: 1)
+        let journal = try UploadJournal(path: options.cacheDirectory + "/journal.sqlite")
+        api.setFaults { $0.crashAfterParts = 7 }
+        let upload = CachedUpload(api: api, options: options, budget: MemoryBudget(bytes: 64 << 20), journal: journal,
+                                  progress: ProgressCounters(mode: .cached), logger: testLogger)
+        let source = try LocalFileSource(path: path)
+        let first: NetdiskError? = try await onForeignThread { () -> NetdiskError? in
+            do throws(NetdiskError) { _ = try upload.upload(source, to: "/resume", identity: source.identity); return nil }
+            catch { return error }
+        }
+        #expect(first != nil)
+        #expect(api.partsReceived == 7)
+        api.setFaults { $0.crashAfterParts = nil }
+        _ = try await onForeignThread { () throws(NetdiskError) in
+            try upload.upload(source, to: "/resume", identity: source.identity)
+        }
+        #expect(api.partsReceived == 20, "the rerun sent only the 13 missing parts")
+        #expect(api.content("/resume") == data)
+    }
+
+    @Test func expiredUploadIDLeadsToAFreshUpload() async throws {
+        let api = FakeNetdisk()
+        let data = SplitMix.bytes(6 * testSlice, seed: 13)
+        let path = tempFile(data)
+        defer { unlink(path) }
+        api.setFaults { $0.expireAfterParts = 2 }
+        let upload = CachedUpload(api: api, options: testOptions(threads: 1), budget: MemoryBudget(bytes: 64 << 20),
+                                  progress: ProgressCounters(mode: .cached), logger: testLogger)
+        _ = try await onForeignThread { () throws(NetdiskError) in try upload.upload(try LocalFileSource(path: path), to: "/x") }
+        #expect(api.content("/x") == data)
+        #expect(api.partsReceived >= 6 + 2, "the parts of the expired upload were sent again")
+    }
+}
