@@ -8,6 +8,8 @@ struct MountBackend: Sendable {
         var emulator = false
         var endpoint: String?
         var cacheDirectory: String?
+        var configDirectory: String?
+        var root: String?
         var maxMemory: Int?
     }
 
@@ -17,6 +19,8 @@ struct MountBackend: Sendable {
 
     let api: any NetdiskAPI
     let writers: any WriteSessionFactory
+    let remoteRoot: String
+    let emulatorURL: String?
     let shutdown: @Sendable () async -> Void
 
     static func make(options: Options, logger: Logger) async throws -> MountBackend {

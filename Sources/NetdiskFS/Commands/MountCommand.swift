@@ -83,7 +83,7 @@ public struct MountCommand: AsyncParsableCommand {
         }
 
         var fsOptions = NetdiskFileSystem.Options()
-        fsOptions.root = root
+        fsOptions.root = backend.remoteRoot
         fsOptions.readOnly = readOnly
         fsOptions.dirCacheTTL = .milliseconds(Int64(dirCacheTTL * 1000))
         let fileSystem = NetdiskFileSystem(api: backend.api, writers: backend.writers, options: fsOptions, logger: logger)
@@ -94,7 +94,7 @@ public struct MountCommand: AsyncParsableCommand {
         mountOptions += fuseOptions
         let finalMountOptions = mountOptions
         let threads = self.threads
-        let publisher = StatusPublisher(registry: fileSystem.uploads, mountpoint: mountpoint)
+        let publisher = StatusPublisher(registry: fileSystem.uploads, mountpoint: mountpoint, emulatorURL: backend.emulatorURL)
 
         let rc: Int32? = await withCheckedContinuation { continuation in
             // libfuse's loop blocks: it gets its own thread, never a cooperative-pool one.
@@ -128,6 +128,7 @@ public struct MountCommand: AsyncParsableCommand {
         var options = MountBackend.Options()
         options.emulator = emulator
         options.endpoint = endpoint
+        options.root = root
         options.cacheDirectory = cacheDir
         options.maxMemory = maxMemory.flatMap(Self.parseSize)
         return options

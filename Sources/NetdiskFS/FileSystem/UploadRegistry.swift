@@ -18,6 +18,8 @@ final class UploadRegistry: Sendable {
     struct Snapshot: Codable, Sendable {
         var pid: Int32
         var mountpoint: String
+        /// Set in `--emulator` mode: where the embedded emulator listens (its admin API is there).
+        var emulatorURL: String?
         var updated: Double
         var uploads: [Upload]
     }
@@ -42,7 +44,7 @@ final class UploadRegistry: Sendable {
         _ = tracked.withLock { $0.removeValue(forKey: ObjectIdentifier(session)) }
     }
 
-    func snapshot(mountpoint: String) -> Snapshot {
+    func snapshot(mountpoint: String, emulatorURL: String? = nil) -> Snapshot {
         let now = Date().timeIntervalSince1970
         let uploads = tracked.withLock { tracked -> [Upload] in
             var uploads: [Upload] = []
@@ -62,7 +64,7 @@ final class UploadRegistry: Sendable {
             }
             return uploads.sorted { $0.path < $1.path }
         }
-        return Snapshot(pid: getpid(), mountpoint: mountpoint, updated: now, uploads: uploads)
+        return Snapshot(pid: getpid(), mountpoint: mountpoint, emulatorURL: emulatorURL, updated: now, uploads: uploads)
     }
 }
 
@@ -96,13 +98,15 @@ public enum StateDirectory {
 final class StatusPublisher: @unchecked Sendable {
     private let registry: UploadRegistry
     private let mountpoint: String
+    private let emulatorURL: String?
     private let file: URL
     private let stopped = Mutex(false)
     private let finished = Gate()
 
-    init(registry: UploadRegistry, mountpoint: String) {
+    init(registry: UploadRegistry, mountpoint: String, emulatorURL: String?) {
         self.registry = registry
         self.mountpoint = mountpoint
+        self.emulatorURL = emulatorURL
         self.file = StatusFiles.file(for: mountpoint)
     }
 
@@ -112,7 +116,7 @@ final class StatusPublisher: @unchecked Sendable {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             while !stopped.withLock({ $0 }) {
-                if let data = try? encoder.encode(registry.snapshot(mountpoint: mountpoint)) {
+                if let data = try? encoder.encode(registry.snapshot(mountpoint: mountpoint, emulatorURL: emulatorURL)) {
                     try? data.write(to: file, options: .atomic)
                 }
                 Thread.sleep(forTimeInterval: 1)
