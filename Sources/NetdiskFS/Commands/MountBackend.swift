@@ -6,6 +6,7 @@ import Uploader
 struct MountBackend: Sendable {
     struct Options: Sendable {
         var emulator = false
+        var emulatorURL: String?
         var endpoint: String?
         var cacheDirectory: String?
         var configDirectory: String?

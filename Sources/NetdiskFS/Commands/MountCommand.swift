@@ -26,6 +26,9 @@ public struct MountCommand: AsyncParsableCommand {
     @Flag(help: "Serve a local Baidu emulator (data under $XDG_DATA_HOME/netdiskfs/emulator): no account needed.")
     var emulator = false
 
+    @Option(help: "Use an emulator already running at this URL, logging in to it automatically (tests, benchmarks).")
+    var emulatorURL: String?
+
     @Option(help: "The remote directory to show at the mountpoint (default: the config's remote root, /apps/netdiskfs).")
     var root: String?
 
@@ -127,6 +130,7 @@ public struct MountCommand: AsyncParsableCommand {
     func backendOptions() -> MountBackend.Options {
         var options = MountBackend.Options()
         options.emulator = emulator
+        options.emulatorURL = emulatorURL
         options.endpoint = endpoint
         options.root = root
         options.cacheDirectory = cacheDir
