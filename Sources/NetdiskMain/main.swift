@@ -1,3 +1,3 @@
 import NetdiskFS
 
-await NetdiskCommand.main()
+await CommandLineDriver.main()
