@@ -11,6 +11,7 @@ public struct NetdiskCommand: AsyncParsableCommand {
             """,
         version: "0.1.0",
         subcommands: [
+            EmulatorCommand.self,
             LoginCommand.self, WhoamiCommand.self, ListCommand.self, RemoveCommand.self, MoveCommand.self,
             MakeDirectoryCommand.self,
         ]
