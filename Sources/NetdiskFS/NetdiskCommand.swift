@@ -10,7 +10,12 @@ public struct NetdiskCommand: AsyncParsableCommand {
             no local spool file, bounded memory.
             """,
         version: "0.1.0",
-        subcommands: [EmulatorCommand.self, MountCommand.self, UnmountCommand.self, StatusCommand.self]
+        subcommands: [
+            EmulatorCommand.self,
+            LoginCommand.self, WhoamiCommand.self, ListCommand.self, RemoveCommand.self, MoveCommand.self,
+            MakeDirectoryCommand.self,
+            MountCommand.self, UnmountCommand.self, StatusCommand.self,
+        ]
     )
 
     public init() {}
