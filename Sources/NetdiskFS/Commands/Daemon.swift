@@ -9,9 +9,11 @@ enum Daemon {
     static func start(mountpoint: String) -> Int32 {
         var pipeFDs: [Int32] = [0, 0]
         guard pipe(&pipeFDs) == 0 else { return fail("cannot create a pipe: \(String(cString: strerror(errno)))") }
+        // Only the dup2'd fd 3 may reach the child: a stray copy of the write end would keep the pipe open.
+        for fd in pipeFDs { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         let logFD: Int32
         do { logFD = try MountLogging.openLogFile(for: mountpoint) } catch { return fail("cannot open the log file: \(error)") }
-        let devNull = open("/dev/null", O_RDONLY)
+        let devNull = open("/dev/null", O_RDONLY | O_CLOEXEC)
 
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -43,7 +45,11 @@ enum Daemon {
         var buffer = [UInt8](repeating: 0, count: 512)
         while true {
             let count = buffer.withUnsafeMutableBytes { read(pipeFDs[0], $0.baseAddress, $0.count) }
-            if count > 0 { answer += buffer[0..<count]; continue }
+            if count > 0 {
+                answer += buffer[0..<count]
+                if answer.contains(UInt8(ascii: "\n")) { break }
+                continue
+            }
             if count < 0 && errno == EINTR { continue }
             break
         }

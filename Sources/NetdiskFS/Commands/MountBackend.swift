@@ -1,22 +1,29 @@
 import Foundation
 import Logging
+import NetdiskEmulator
 import Uploader
 
 /// The cloud client and the upload engine a mount runs on.
+///
+/// With `--emulator` it first starts an embedded emulator (data under
+/// `$XDG_DATA_HOME/netdiskfs/emulator`) and logs in to it without a human, keeping those
+/// credentials beside the emulator's data so the user's real login is never touched.
 struct MountBackend: Sendable {
     struct Options: Sendable {
         var emulator = false
+        /// An emulator already running elsewhere: log in to it automatically (tests, benchmarks).
         var emulatorURL: String?
         var endpoint: String?
-        var cacheDirectory: String?
         var configDirectory: String?
         var root: String?
+        var cacheDirectory: String?
         var maxMemory: Int?
     }
 
-    struct Unavailable: Error, CustomStringConvertible {
-        var description: String
-    }
+    /// The default global write-buffer budget: one streaming file needs slice × (threads + reorder
+    /// window) = 24 MiB at 4 MiB slices; 48 MiB lets two stream at full speed and keeps the daemon
+    /// under ~96 MiB resident. More files wait for buffers; they never fail.
+    static let defaultMaxMemory = 48 << 20
 
     let api: any NetdiskAPI
     let writers: any WriteSessionFactory
@@ -25,6 +32,60 @@ struct MountBackend: Sendable {
     let shutdown: @Sendable () async -> Void
 
     static func make(options: Options, logger: Logger) async throws -> MountBackend {
-        throw Unavailable(description: "the Baidu client is not built into this version yet")
+        var server: EmulatorServer?
+        let settings: ResolvedSettings
+        let client: BaiduClient
+        if options.emulator {
+            let home = dataHome().appendingPathComponent("netdiskfs/emulator")
+            var emulatorOptions = EmulatorOptions()
+            emulatorOptions.dataDirectory = home.appendingPathComponent("store").path
+            let started = try await EmulatorServer.start(emulatorOptions)
+            server = started
+            logger.info("embedded emulator at \(started.baseURL), data in \(home.path)")
+            settings = try ResolvedSettings.resolve(configDirectory: home.appendingPathComponent("config").path,
+                                                    endpoint: started.baseURL)
+            client = try await ClientFactory.loginToEmulator(settings: settings, logger: logger)
+        } else if let url = options.emulatorURL {
+            let home = dataHome().appendingPathComponent("netdiskfs/emulator")
+            settings = try ResolvedSettings.resolve(configDirectory: home.appendingPathComponent("config").path, endpoint: url)
+            client = try await ClientFactory.loginToEmulator(settings: settings, logger: logger)
+        } else {
+            settings = try ResolvedSettings.resolve(configDirectory: options.configDirectory, endpoint: options.endpoint)
+            client = try ClientFactory.makeClient(settings: settings, logger: logger)
+        }
+        do {
+            let account = try await client.accountInfo()
+            logger.info("account \(account.name.isEmpty ? "(unnamed)" : account.name), \(account.tier.displayName)")
+            let root = RemotePath(root: options.root ?? settings.remoteRoot).root
+            try await ensureDirectory(root, client: client)
+            var engine = EngineOptions.forTier(account.tier, threads: 4,
+                                               cacheDirectory: options.cacheDirectory ?? EngineOptions.defaultCacheDirectory())
+            engine.conflictPolicy = .overwrite
+            let budget = MemoryBudget(bytes: options.maxMemory ?? defaultMaxMemory)
+            let writers = EngineWriteSessionFactory(api: client, options: engine, budget: budget, logger: logger)
+            let emulator = server
+            return MountBackend(api: client, writers: writers, remoteRoot: root, emulatorURL: server?.baseURL ?? options.emulatorURL) {
+                await emulator?.shutdown()
+            }
+        } catch {
+            await server?.shutdown()
+            throw error
+        }
+    }
+
+    /// The mount's root must exist (Baidu apps start with an empty /apps/<name>).
+    private static func ensureDirectory(_ path: String, client: BaiduClient) async throws {
+        guard path != "/" else { return }
+        do {
+            _ = try await client.list(directory: path, start: 0, limit: 1)
+        } catch NetdiskError.notFound {
+            _ = try await client.makeDirectory(path: path)
+        }
+    }
+
+    private static func dataHome() -> URL {
+        let env = ProcessInfo.processInfo.environment
+        if let data = env["XDG_DATA_HOME"], data.hasPrefix("/") { return URL(fileURLWithPath: data) }
+        return FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".local/share")
     }
 }

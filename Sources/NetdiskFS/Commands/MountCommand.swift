@@ -53,8 +53,7 @@ public struct MountCommand: AsyncParsableCommand {
     @Option(name: .customShort("o"), parsing: .singleValue, help: "A FUSE mount option (repeatable), e.g. -o noatime.")
     var fuseOptions: [String] = []
 
-    @Option(help: "Talk to this API endpoint instead of Baidu (tests; an emulator URL).")
-    var endpoint: String?
+    @OptionGroup var global: GlobalOptions
 
     public init() {}
 
@@ -74,7 +73,8 @@ public struct MountCommand: AsyncParsableCommand {
         let logFD: Int32
         do { logFD = try MountLogging.openLogFile(for: mountpoint) } catch { reporter.fail("cannot open the log file: \(error)") }
         let descriptors = readyFD == nil ? [logFD, STDERR_FILENO] : [STDERR_FILENO]
-        LoggingSystem.bootstrap { label in MountLogHandler(descriptors: descriptors, label: label) }
+        let level: Logger.Level = global.verbose ? .debug : .info
+        LoggingSystem.bootstrap { label in MountLogHandler(descriptors: descriptors, label: label, logLevel: level) }
         let logger = Logger(label: "netdiskfs")
         logger.info("mounting \(mountpoint) (pid \(getpid()))")
 
@@ -131,7 +131,8 @@ public struct MountCommand: AsyncParsableCommand {
         var options = MountBackend.Options()
         options.emulator = emulator
         options.emulatorURL = emulatorURL
-        options.endpoint = endpoint
+        options.endpoint = global.endpoint
+        options.configDirectory = global.configDir
         options.root = root
         options.cacheDirectory = cacheDir
         options.maxMemory = maxMemory.flatMap(Self.parseSize)

@@ -53,7 +53,8 @@ enum FuseCallbacks {
             if let cfg {
                 // unlink must reach us (to abort an upload), not become a rename to .fuse_hidden.
                 cfg.pointee.hard_remove = 1
-                cfg.pointee.nullpath_ok = 1
+                // Paths are needed even with a handle (readdir, fstat): keep libfuse computing them.
+                cfg.pointee.nullpath_ok = 0
                 cfg.pointee.use_ino = 0
                 // Sizes of files being written change under us: keep the kernel's attribute cache short.
                 cfg.pointee.attr_timeout = 1

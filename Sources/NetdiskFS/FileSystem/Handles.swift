@@ -28,6 +28,8 @@ final class PathWriter: @unchecked Sendable {
     private var current: any WriteSession
     /// True while the session holds changes the cloud does not have.
     private var pending: Bool
+    /// True once data calls changed the file (not just opened it).
+    private var written = false
     private var aborted = false
     private var committedEntry: RemoteEntry?
     private let reopen: @Sendable (RemoteEntry) throws -> any WriteSession
@@ -65,6 +67,7 @@ final class PathWriter: @unchecked Sendable {
         let now = Int64(Date().timeIntervalSince1970)
         stateLock.withLock {
             pending = true
+            written = true
             modified = now
         }
     }
@@ -93,10 +96,14 @@ final class PathWriter: @unchecked Sendable {
     }
 
     /// Commits pending changes; returns the new entry, or nil when there was nothing to commit.
-    func commit() throws -> RemoteEntry? {
+    ///
+    /// `onlyIfWritten` (flush): a file opened but not yet written is left for the last release, so
+    /// `echo x > f` (whose shell closes a dup of the descriptor before writing) uploads once, not twice.
+    func commit(onlyIfWritten: Bool = false) throws -> RemoteEntry? {
         try operationLock.withLock {
-            let (session, isPending, done) = stateLock.withLock { (current, pending, aborted || committedEntry != nil) }
+            let (session, isPending, done, hasWrites) = stateLock.withLock { (current, pending, aborted || committedEntry != nil, written) }
             if done { return nil }
+            if onlyIfWritten && !hasWrites { return nil }
             guard isPending else {
                 // Opened for writing over an existing file and never changed: nothing to upload.
                 session.abort()

@@ -281,7 +281,7 @@ public final class NetdiskFileSystem: Sendable {
     public func flush(handle: UInt64) throws {
         guard let file = handles.get(handle), let writer = file.writer else { return }
         if handles.openCount(of: writer) > 1 { return }
-        try commit(writer)
+        try commit(writer, onlyIfWritten: true)
     }
 
     public func release(handle: UInt64) throws {
@@ -294,17 +294,13 @@ public final class NetdiskFileSystem: Sendable {
         }
     }
 
-    private func commit(_ writer: PathWriter) throws {
-        do {
-            if let entry = try writer.commit() {
-                metadata.didCreate(entry)
-                lastOpened.withLock { $0[writer.remotePath] = nil }
-                logger.info("committed \(writer.remotePath) (\(entry.size) bytes, \(writer.session.modeName))")
-            }
-        } catch {
-            logger.error("upload of \(writer.remotePath) failed: \(error)")
-            throw error
-        }
+    /// Failures propagate to the FUSE adapter, which logs the reason once with the operation.
+    private func commit(_ writer: PathWriter, onlyIfWritten: Bool = false) throws {
+        let mode = writer.session.modeName
+        guard let entry = try writer.commit(onlyIfWritten: onlyIfWritten) else { return }
+        metadata.didCreate(entry)
+        lastOpened.withLock { $0[writer.remotePath] = nil }
+        logger.info("committed \(writer.remotePath) (\(entry.size) bytes, \(mode))")
     }
 
     /// Aborts every upload still open (the mount is going away): nothing half-written is committed.
