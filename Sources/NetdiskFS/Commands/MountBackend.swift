@@ -61,8 +61,8 @@ struct MountBackend: Sendable {
             var engine = EngineOptions.forTier(account.tier, threads: 4,
                                                cacheDirectory: options.cacheDirectory ?? EngineOptions.defaultCacheDirectory())
             engine.conflictPolicy = .overwrite
-            let budget = MemoryBudget(bytes: options.maxMemory ?? defaultMaxMemory)
-            let writers = EngineWriteSessionFactory(api: client, options: engine, budget: budget, logger: logger)
+            let writers = EngineWriteSessionFactory(api: client, options: engine, maxMemory: options.maxMemory ?? defaultMaxMemory,
+                                                    logger: logger)
             let emulator = server
             return MountBackend(api: client, writers: writers, remoteRoot: root, emulatorURL: server?.baseURL ?? options.emulatorURL) {
                 await emulator?.shutdown()

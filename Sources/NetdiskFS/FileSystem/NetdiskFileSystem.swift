@@ -285,13 +285,15 @@ public final class NetdiskFileSystem: Sendable {
     }
 
     public func release(handle: UInt64) throws {
-        guard let file = handles.remove(handle) else { return }
-        guard let writer = file.writer else { return }
-        if handles.detachWriter(writer) {
-            // The last handle closed: commit whatever flush did not (a write after the last flush).
-            try commit(writer)
-            uploads.remove(writer.session)
+        guard let file = handles.remove(handle), let writer = file.writer else { return }
+        // The last handle: commit what flush did not (a file never written, e.g. `touch`, or a write
+        // after the last flush) BEFORE the writer leaves the table, so the name never vanishes between.
+        var failure: (any Error)?
+        if handles.openCount(of: writer) <= 1 {
+            do { try commit(writer) } catch { failure = error }
         }
+        if handles.detachWriter(writer) { uploads.remove(writer.session) }
+        if let failure { throw failure }
     }
 
     /// Failures propagate to the FUSE adapter, which logs the reason once with the operation.
