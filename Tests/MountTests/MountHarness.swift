@@ -38,36 +38,73 @@ func onThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async thr
 }
 
 /// Runs `bash -c script` without blocking the cooperative pool.
+///
+/// posix_spawn + waitpid on a plain thread, output to temp files: Foundation's Process missed the
+/// exit of a child whose own child (the mount daemon) outlives it, and hung in waitUntilExit.
 @discardableResult
 func shell(_ script: String, environment: [String: String]? = nil, check: Bool = true) async throws -> CommandResult {
-    let result = try await onThread { () throws -> CommandResult in
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = ["-c", script]
-        if let environment { process.environment = environment }
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        // Drain both pipes on their own threads so a chatty command cannot fill a pipe and stall.
-        let errData = DataBox()
-        let reader = Thread { errData.data = err.fileHandleForReading.readDataToEndOfFile(); errData.done.signal() }
-        reader.start()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        errData.done.wait()
-        process.waitUntilExit()
-        return CommandResult(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                             stderr: String(decoding: errData.data, as: UTF8.self))
-    }
+    let result = try await onThread { () throws -> CommandResult in try spawnAndWait(["/bin/bash", "-c", script], environment: environment) }
     if check && result.status != 0 {
         throw TestFailure.message("`\(script)` exited \(result.status): \(result.stderr)\(result.stdout.suffix(2000))")
     }
     return result
 }
 
-final class DataBox: @unchecked Sendable {
-    var data = Data()
-    let done = DispatchSemaphore(value: 0)
+/// A started child process (for commands the test kills or waits on later).
+struct Spawned: Sendable {
+    let pid: pid_t
+
+    static func start(_ arguments: [String], environment: [String: String]? = nil, output: String = "/dev/null") throws -> Spawned {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        let env = environment ?? ProcessInfo.processInfo.environment
+        let argv = arguments.map { strdup($0) } + [nil]
+        let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { (argv + envp).forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, arguments[0], &actions, nil, argv, envp)
+        guard rc == 0 else { throw TestFailure.message("spawn \(arguments[0]): \(rc)") }
+        return Spawned(pid: pid)
+    }
+
+    /// Blocks (call on a plain thread) until the child exits; its exit status, or 128+signal.
+    func wait() -> Int32 {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let signal = status & 0x7f
+        return signal == 0 ? (status >> 8) & 0xff : 128 + signal
+    }
+
+    var isRunning: Bool {
+        var status: Int32 = 0
+        return waitpid(pid, &status, WNOHANG) == 0
+    }
+}
+
+func spawnAndWait(_ arguments: [String], environment: [String: String]?) throws -> CommandResult {
+    let base = NSTemporaryDirectory() + "netdiskfs-shell-\(UUID().uuidString)"
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, base + ".out", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    posix_spawn_file_actions_addopen(&actions, 2, base + ".err", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    let env = environment ?? ProcessInfo.processInfo.environment
+    let argv = arguments.map { strdup($0) } + [nil]
+    let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { (argv + envp).forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, arguments[0], &actions, nil, argv, envp)
+    guard rc == 0 else { throw TestFailure.message("spawn \(arguments[0]): \(rc)") }
+    let status = Spawned(pid: pid).wait()
+    defer { unlink(base + ".out"); unlink(base + ".err") }
+    let out = (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? ""
+    let err = (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? ""
+    return CommandResult(status: status, stdout: out, stderr: err)
 }
 
 /// The `netdiskfs` binary built next to this test bundle.
@@ -96,7 +133,7 @@ final class MountFixture: @unchecked Sendable {
     let environment: [String: String]
     let client: BaiduClient
     let remoteRoot: String
-    private(set) var process: Process?
+    private(set) var daemon: Spawned?
 
     private init(directory: URL, emulator: EmulatorServer, client: BaiduClient, remoteRoot: String, environment: [String: String]) {
         self.directory = directory
@@ -136,23 +173,12 @@ final class MountFixture: @unchecked Sendable {
 
     /// Starts `netdiskfs mount -f` and waits until the kernel shows the mount.
     func mount(_ extra: [String] = []) async throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Binary.path)
-        process.arguments = ["mount", "-f", "--endpoint", emulator.baseURL, "--cache-dir", path + "/cache"] + extra + [mountpoint]
-        process.environment = environment
-        let log = FileHandle(forWritingAtPath: path + "/mount.stderr") ?? {
-            FileManager.default.createFile(atPath: path + "/mount.stderr", contents: nil)
-            return FileHandle(forWritingAtPath: path + "/mount.stderr")!
-        }()
-        process.standardError = log
-        process.standardOutput = log
-        try process.run()
-        self.process = process
+        let arguments = [Binary.path, "mount", "-f", "--endpoint", emulator.baseURL, "--cache-dir", path + "/cache"] + extra + [mountpoint]
+        let daemon = try Spawned.start(arguments, environment: environment, output: path + "/mount.stderr")
+        self.daemon = daemon
         let deadline = Date().addingTimeInterval(30)
         while !isMounted(mountpoint) {
-            if !process.isRunning {
-                throw TestFailure.message("netdiskfs mount exited \(process.terminationStatus): \(daemonLog())")
-            }
+            if !daemon.isRunning { throw TestFailure.message("netdiskfs mount exited: \(daemonLog())") }
             if Date() > deadline { throw TestFailure.message("mount did not appear within 30 s: \(daemonLog())") }
             try await Task.sleep(for: .milliseconds(50))
         }
@@ -165,10 +191,11 @@ final class MountFixture: @unchecked Sendable {
     /// Unmounts and waits for the daemon to exit (it commits pending closes first).
     func unmount() async {
         if isMounted(mountpoint) { _ = try? await shell("fusermount3 -u \(mountpoint) || fusermount3 -u -z \(mountpoint)", check: false) }
-        if let process {
+        if let daemon {
             let deadline = Date().addingTimeInterval(60)
-            while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(50)) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            while daemon.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(50)) }
+            if daemon.isRunning { kill(daemon.pid, SIGKILL); _ = try? await onThread { daemon.wait() } }
+            self.daemon = nil
         }
         if isMounted(mountpoint) { _ = try? await shell("fusermount3 -u -z \(mountpoint)", check: false) }
     }
@@ -181,8 +208,7 @@ final class MountFixture: @unchecked Sendable {
 
     /// `/__emulator/files`: every path in the cloud with its true content MD5.
     func cloudFiles() async throws -> [String: (size: Int64, md5: String?)] {
-        let url = URL(string: emulator.baseURL + "/__emulator/files")!
-        let data = try await onThread { try Data(contentsOf: url) }
+        let data = Data(try await shell("curl -sf \(emulator.baseURL)/__emulator/files").stdout.utf8)
         guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any],
               let files = object["files"] as? [[String: Any]] else { throw TestFailure.message("bad /__emulator/files answer") }
         var result: [String: (Int64, String?)] = [:]

@@ -154,20 +154,18 @@ struct MountTests {
 
     @Test func killDuringCopyCommitsNothing() async throws {
         var options = EmulatorOptions()
-        options.faults = "superfile2:delay=150ms"
+        options.faults = "superfile2:delay=400ms"
         let fixture = try await MountFixture.make(emulatorOptions: options)
         do {
             try await fixture.mount()
-            try await shell("head -c 125829120 /dev/urandom > \(fixture.local("victim"))")
-            let copy = Process()
-            copy.executableURL = URL(fileURLWithPath: "/bin/cp")
-            copy.arguments = [fixture.local("victim"), fixture.mounted("victim")]
-            try copy.run()
-            try await Task.sleep(for: .seconds(2))
-            let pid = try #require(fixture.process?.processIdentifier)
+            try await shell("head -c 209715200 /dev/urandom > \(fixture.local("victim"))")
+            let copy = try Spawned.start(["/bin/cp", fixture.local("victim"), fixture.mounted("victim")])
+            try await Task.sleep(for: .milliseconds(1500))
+            let pid = try #require(fixture.daemon?.pid)
+            #expect(copy.isRunning, "the copy is still in flight when the daemon dies")
             kill(pid, SIGKILL)
-            _ = try await onThread { copy.waitUntilExit(); return copy.terminationStatus }
-            #expect(copy.terminationStatus != 0, "cp sees the dead mount")
+            let status = try await onThread { copy.wait() }
+            #expect(status != 0, "cp sees the dead mount")
             await fixture.unmount()
             let cloud = try await fixture.cloudFiles()
             #expect(cloud[fixture.remote("victim")] == nil, "no partial file committed")
@@ -238,10 +236,7 @@ struct MountTests {
             try await shell(base, environment: env)
             #expect(isMounted(fixture.mountpoint), "mount returns once mounted")
             try await shell("head -c 33554432 /dev/urandom > \(fixture.local("slow"))")
-            let copy = Process()
-            copy.executableURL = URL(fileURLWithPath: "/bin/cp")
-            copy.arguments = [fixture.local("slow"), fixture.mounted("slow")]
-            try copy.run()
+            let copy = try Spawned.start(["/bin/cp", fixture.local("slow"), fixture.mounted("slow")])
             var seen = ""
             for _ in 0..<40 {
                 try await Task.sleep(for: .milliseconds(250))
@@ -249,8 +244,8 @@ struct MountTests {
                 if seen.contains("/slow") { break }
             }
             #expect(seen.contains("/slow") && seen.contains("streaming"), "status shows the upload: \(seen)")
-            _ = try await onThread { copy.waitUntilExit(); return copy.terminationStatus }
-            #expect(copy.terminationStatus == 0)
+            let status = try await onThread { copy.wait() }
+            #expect(status == 0)
             try await shell("\(Binary.path) unmount \(fixture.mountpoint)", environment: env)
             #expect(!isMounted(fixture.mountpoint))
             #expect(try await fixture.cloudFiles()[fixture.remote("slow")]?.size == 33554432)
