@@ -8,11 +8,13 @@ import Logging
 /// they may block, for backpressure (every buffer in flight) or for the commit. Calls on one
 /// session are serialized; ``size`` and ``progress`` never wait for a blocked writer.
 ///
-/// Streaming keeps at most `threads + reorderWindowSlices` slice buffers. A write behind bytes
-/// already handed to the uploader (or a read of them) switches to the cached path: what was sent
-/// is committed to a hidden staging file, the cache backfills from it on demand, the final file is
-/// uploaded from the cache at finish and the staging file deleted. Nothing ever appears at the
-/// target path before ``finish()`` succeeds.
+/// Streaming keeps at most `threads + reorderWindowSlices` slice buffers. The stream is precreated
+/// at a hidden staging path (a server binds an uploadid to its path, errno 10 otherwise) and moved
+/// onto the target at finish, so the old file stays visible until the new one is complete.
+/// A write behind bytes already handed to the uploader (or a read of them) switches to the cached
+/// path: what was sent is committed at the staging path, the cache backfills from it on demand, the
+/// final file is uploaded from the cache at finish and the staging file deleted. Nothing ever
+/// appears at the target path before ``finish()`` succeeds.
 public final class FileWriteSession: @unchecked Sendable {
     public enum Mode: Sendable {
         /// A new file, or O_TRUNC: upload while writing.
@@ -22,6 +24,8 @@ public final class FileWriteSession: @unchecked Sendable {
     }
 
     public let remotePath: String
+    /// Where the stream is assembled before it is moved to `remotePath`.
+    private let stagingPath: String
     private let api: any NetdiskAPI
     private let options: EngineOptions
     private let budget: MemoryBudget
@@ -44,6 +48,7 @@ public final class FileWriteSession: @unchecked Sendable {
                 logger: Logger, progressObserver: (@Sendable (UploadProgress) -> Void)? = nil) {
         self.api = api
         self.remotePath = remotePath
+        stagingPath = options.stagingDirectory(for: remotePath) + "/" + UUID().uuidString
         self.options = options
         self.budget = budget
         self.logger = logger
@@ -244,11 +249,11 @@ public final class FileWriteSession: @unchecked Sendable {
 
     /// The placeholder precreate; false when the server refuses streaming for this file.
     private func start(_ stream: StreamingState) throws(NetdiskError) -> Bool {
-        let api = self.api, path = remotePath, policy = options.conflictPolicy
+        let api = self.api, path = stagingPath
         let uploadID: String
         do throws(NetdiskError) {
             uploadID = try awaitBlocking { () async throws(NetdiskError) -> String in
-                try await api.precreateStreaming(path: path, policy: policy)
+                try await api.precreateStreaming(path: path, policy: .overwrite)
             }
         } catch {
             switch error {
@@ -293,12 +298,40 @@ public final class FileWriteSession: @unchecked Sendable {
             guard let md5 = md5s[partseq] else { throw .protocolViolation("part \(partseq) has no MD5") }
             return md5
         }
-        let api = self.api, path = remotePath, size = stream.size, policy = options.conflictPolicy
-        let entry = try awaitBlocking { () async throws(NetdiskError) -> RemoteEntry in
-            try await api.create(path: path, size: size, uploadID: uploadID, blockList: blockList, localMtime: nil,
-                                 policy: policy)
+        let api = self.api, staging = stagingPath, size = stream.size
+        let staged = try awaitBlocking { () async throws(NetdiskError) -> RemoteEntry in
+            try await api.create(path: staging, size: size, uploadID: uploadID, blockList: blockList, localMtime: nil,
+                                 policy: .overwrite)
         }
         stream.pool.close()
+        do throws(NetdiskError) {
+            return try moveIntoPlace(staged)
+        } catch {
+            deleteQuietly(staging)
+            throw error
+        }
+    }
+
+    /// The commit proper: moves the complete staging file onto the target path.
+    private func moveIntoPlace(_ staged: RemoteEntry) throws(NetdiskError) -> RemoteEntry {
+        let api = self.api, staging = stagingPath, target = remotePath
+        let directory = (target as NSString).deletingLastPathComponent
+        let name = (target as NSString).lastPathComponent
+        let ondup: DuplicatePolicy = options.conflictPolicy == .fail ? .fail : .overwrite
+        for attempt in 0..<2 {
+            do throws(NetdiskError) {
+                try awaitBlocking { () async throws(NetdiskError) in
+                    try await api.move(from: staging, toDirectory: directory, newName: name, ondup: ondup)
+                }
+                break
+            } catch {
+                guard case .notFound = error, attempt == 0 else { throw error }
+                _ = try awaitBlocking { () async throws(NetdiskError) -> RemoteEntry in try await api.makeDirectory(path: directory) }
+            }
+        }
+        var entry = staged
+        entry.path = target
+        entry.name = name
         return entry
     }
 
@@ -317,13 +350,12 @@ public final class FileWriteSession: @unchecked Sendable {
                 guard let md5 = md5s[partseq] else { throw .protocolViolation("part \(partseq) has no MD5") }
                 return md5
             }
-            let stagingPath = options.stagingDirectory + "/" + UUID().uuidString
-            let api = self.api, path = remotePath
+            let api = self.api, path = stagingPath
             backing = try awaitBlocking { () async throws(NetdiskError) -> RemoteEntry in
-                try await api.createStaging(targetPath: path, stagingPath: stagingPath, size: sentBytes,
-                                            uploadID: uploadID, blockList: blockList)
+                try await api.create(path: path, size: sentBytes, uploadID: uploadID, blockList: blockList,
+                                     localMtime: nil, policy: .overwrite)
             }
-            staging = stagingPath
+            staging = path
         } else {
             stream.pipeline?.cancel(.cancelled)
         }
@@ -384,16 +416,6 @@ public final class FileWriteSession: @unchecked Sendable {
         } catch {
             logger.warning("could not delete staging file \(path): \(error)")
         }
-    }
-}
-
-extension NetdiskAPI {
-    /// Commits the parts streamed so far under a hidden staging path, so a session falling back to the
-    /// cached path can read them back (the uploadid was precreated for `targetPath`).
-    func createStaging(targetPath: String, stagingPath: String, size: Int64, uploadID: String,
-                       blockList: [String]) async throws(NetdiskError) -> RemoteEntry {
-        try await create(path: stagingPath, size: size, uploadID: uploadID, blockList: blockList, localMtime: nil,
-                         policy: .overwrite)
     }
 }
 
