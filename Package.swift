@@ -13,6 +13,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // libfuse3 headers through pkg-config; the shim wraps fuse_main (a macro Swift cannot call).
@@ -39,6 +40,8 @@ let package = Package(
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         // FUSE adapter, filesystem logic and the CLI.
         .target(name: "NetdiskFS", dependencies: [
@@ -47,6 +50,10 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "NetdiskMain", dependencies: ["NetdiskFS"]),
+        .testTarget(name: "EmulatorTests", dependencies: [
+            "NetdiskEmulator",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         // Engine tests: unit tests on a fault-injecting double, end-to-end against the emulator.
         .testTarget(name: "EngineTests", dependencies: ["Uploader", "NetdiskFS", "NetdiskEmulator"]),
 

@@ -10,7 +10,7 @@ public struct NetdiskCommand: AsyncParsableCommand {
             no local spool file, bounded memory.
             """,
         version: "0.1.0",
-        subcommands: []
+        subcommands: [EmulatorCommand.self]
     )
 
     public init() {}

@@ -1,0 +1,108 @@
+import ArgumentParser
+import Foundation
+import NetdiskEmulator
+
+/// `netdiskfs emulator`: runs the Baidu-compatible server for tests, benchmarks and trying the mount
+/// without an account.
+public struct EmulatorCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "emulator",
+        abstract: "Run a local Baidu Netdisk emulator (OAuth, xpan API, uploads, downloads).",
+        discussion: """
+            Prints `netdiskfs emulator listening on http://HOST:PORT` as its first line, then serves until \
+            SIGINT or SIGTERM. That one URL serves /oauth/2.0/..., /rest/2.0/xpan/..., /api/..., \
+            /rest/2.0/pcs/... and downloads; locateupload hands out extra upload hosts on their own ports. \
+            Admin API: GET /__emulator/files, GET /__emulator/stats, POST /__emulator/faults (see README).
+
+            Fault spec: comma-separated rules `endpoint:action[:p=0.1][:n=3][:count=K]`, e.g. \
+            `superfile2:status=500:p=0.1,create:errno=31034:n=1,superfile2:reset:n=2,list:delay=200ms`. \
+            Actions: status=5xx, reset, delay=MS, errno=N, expire-token, expire-upload, badmd5, \
+            pending, slow_down, expired_token.
+            """
+    )
+
+    @Option(name: .customLong("data"), help: "Data directory (content, parts, SQLite). Default: a temp dir removed on exit.")
+    var dataDirectory: String?
+
+    @Option(help: "Address to listen on, HOST:PORT (port 0 picks a free port).")
+    var listen: String = "127.0.0.1:0"
+
+    @Option(help: "Account tier: 0 normal (4 MiB slices, 4 GB files), 1 VIP (16 MiB, 10 GB), 2 SVIP (32 MiB, 20 GB).")
+    var vipType: Int = 0
+
+    @Option(help: "Account quota in bytes.")
+    var quota: Int64 = 2 << 40
+
+    @Option(help: "Fault spec (see above and the README).")
+    var faults: String = ""
+
+    @Option(help: "Access token lifetime in seconds.")
+    var tokenLifetime: Double = 30 * 86_400
+
+    @Option(help: "Uploadid lifetime in seconds (older uploads get errno 31363).")
+    var uploadidLifetime: Double = 86_400
+
+    @Option(help: "dlink lifetime in seconds (older links get errno 31360).")
+    var dlinkLifetime: Double = 8 * 3_600
+
+    public init() {}
+
+    public func validate() throws {
+        guard (0...2).contains(vipType) else { throw ValidationError("--vip-type must be 0, 1 or 2") }
+        guard quota > 0 else { throw ValidationError("--quota must be positive") }
+        guard Self.parseListen(listen) != nil else { throw ValidationError("--listen must be HOST:PORT") }
+    }
+
+    static func parseListen(_ text: String) -> (String, Int)? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (0...65_535).contains(port) else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host.isEmpty ? "127.0.0.1" : host, port)
+    }
+
+    public func run() async throws {
+        var options = EmulatorOptions()
+        options.dataDirectory = dataDirectory
+        (options.host, options.port) = Self.parseListen(listen)!
+        options.vipType = vipType
+        options.quota = quota
+        options.faults = faults
+        options.accessTokenLifetime = tokenLifetime
+        options.uploadIDLifetime = uploadidLifetime
+        options.dlinkLifetime = dlinkLifetime
+        let server = try await EmulatorServer.start(options)
+        // Written straight to fd 1 so the line is out before anyone reads it, whatever stdout buffering is.
+        FileHandle.standardOutput.write(Data("netdiskfs emulator listening on \(server.baseURL)\n".utf8))
+        await Self.waitForTerminationSignal()
+        await server.shutdown()
+    }
+
+    /// Suspends until SIGINT or SIGTERM arrives (delivered on a dispatch queue, not a cooperative thread).
+    static func waitForTerminationSignal() async {
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        let sources = [SIGINT, SIGTERM].map { DispatchSource.makeSignalSource(signal: $0, queue: .global()) }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let once = OnceFlag()
+            for source in sources {
+                source.setEventHandler { if once.claim() { continuation.resume() } }
+                source.resume()
+            }
+        }
+        for source in sources { source.cancel() }
+    }
+}
+
+/// True exactly once, whichever signal handler asks first.
+private final class OnceFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var claimed = false
+    func claim() -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        if claimed { return false }
+        claimed = true
+        return true
+    }
+}

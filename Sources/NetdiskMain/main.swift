@@ -1,3 +1,0 @@
-import NetdiskFS
-
-await NetdiskCommand.main()
