@@ -28,6 +28,10 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "libcrypto",
                        providers: [.apt(["libssl-dev"])]),
 
+        // libqrencode draws the login QR code in the terminal.
+        .systemLibrary(name: "CQRencode", path: "Sources/CQRencode", pkgConfig: "libqrencode",
+                       providers: [.apt(["libqrencode-dev"])]),
+
         // The engine and Baidu client. No FUSE knowledge.
         .target(name: "Uploader", dependencies: [
             "CCurlShim", "COpenSSL",
@@ -45,7 +49,7 @@ let package = Package(
         ]),
         // FUSE adapter, filesystem logic and the CLI.
         .target(name: "NetdiskFS", dependencies: [
-            "CFuseShim", "Uploader", "NetdiskEmulator",
+            "CFuseShim", "Uploader", "NetdiskEmulator", "CQRencode",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -56,6 +60,8 @@ let package = Package(
         ]),
         // Engine tests: unit tests on a fault-injecting double, end-to-end against the emulator.
         .testTarget(name: "EngineTests", dependencies: ["Uploader", "NetdiskFS", "NetdiskEmulator"]),
+        // The Baidu client and account commands against the real emulator.
+        .testTarget(name: "ClientTests", dependencies: ["Uploader", "NetdiskEmulator", "NetdiskFS"]),
 
     ]
 )

@@ -10,7 +10,10 @@ public struct NetdiskCommand: AsyncParsableCommand {
             no local spool file, bounded memory.
             """,
         version: "0.1.0",
-        subcommands: [EmulatorCommand.self]
+        subcommands: [
+            LoginCommand.self, WhoamiCommand.self, ListCommand.self, RemoveCommand.self, MoveCommand.self,
+            MakeDirectoryCommand.self, EmulatorCommand.self,
+        ]
     )
 
     public init() {}

@@ -7,6 +7,6 @@ import NetdiskFS
 @main
 enum NetdiskMain {
     static func main() async {
-        await NetdiskCommand.main()
+        await CommandLineDriver.main()
     }
 }

@@ -1,0 +1,365 @@
+import Foundation
+import Logging
+
+/// The one client that speaks DESIGN.md's protocol, to Baidu and to the emulator alike.
+///
+/// Every call carries the access token in the query, decodes errors through ``NetdiskError/fromBaidu(code:message:)``,
+/// refreshes the token once on -6/111/31045 (see ``TokenManager``), and retries transient failures with
+/// bounded, jittered backoff (``RetryPolicy``). Part uploads go to the host locateupload gave for their
+/// uploadid, and read the part straight from the caller's memory.
+public final class BaiduClient: NetdiskAPI {
+    public let endpoints: Endpoints
+    public let tokens: TokenManager
+    public let oauth: OAuthClient
+    public let retryPolicy: RetryPolicy
+    private let transport: HTTPTransport
+    private let logger: Logger
+    private let uploads = UploadHostRegistry()
+
+    public init(endpoints: Endpoints, oauth: OAuthClient, tokens: TokenManager,
+                transport: HTTPTransport = .shared, retryPolicy: RetryPolicy = RetryPolicy(),
+                logger: Logger = Logger(label: "netdiskfs.client")) {
+        self.endpoints = endpoints
+        self.oauth = oauth
+        self.tokens = tokens
+        self.transport = transport
+        self.retryPolicy = retryPolicy
+        self.logger = logger
+    }
+
+    // MARK: - Account
+
+    private struct UserInfoAnswer: Decodable {
+        var baidu_name: String?
+        var netdisk_name: String?
+        var uk: LenientInt?
+        var vip_type: LenientInt?
+    }
+
+    public func accountInfo() async throws(NetdiskError) -> AccountInfo {
+        let answer = try await call("uinfo", UserInfoAnswer.self) { token in
+            HTTPRequest(method: .get, url: URLBuilder(self.endpoints.api, "/rest/2.0/xpan/nas")
+                .adding("method", "uinfo").adding("access_token", token).string)
+        }
+        let name = answer.baidu_name.flatMap { $0.isEmpty ? nil : $0 } ?? answer.netdisk_name ?? ""
+        return AccountInfo(name: name, uk: Int64(answer.uk?.value ?? 0),
+                           tier: AccountTier(rawValue: answer.vip_type?.value ?? 0) ?? .normal)
+    }
+
+    private struct QuotaAnswer: Decodable {
+        var total: LenientInt
+        var used: LenientInt
+    }
+
+    public func quota() async throws(NetdiskError) -> Quota {
+        let answer = try await call("quota", QuotaAnswer.self) { token in
+            HTTPRequest(method: .get, url: URLBuilder(self.endpoints.api, "/api/quota")
+                .adding("checkfree", "1").adding("checkexpire", "1").adding("access_token", token).string)
+        }
+        return Quota(total: Int64(answer.total.value), used: Int64(answer.used.value))
+    }
+
+    // MARK: - Listing and download
+
+    private struct ListAnswer: Decodable { var list: [WireEntry]? }
+
+    public func list(directory: String, start: Int, limit: Int) async throws(NetdiskError) -> [RemoteEntry] {
+        let answer = try await call("list", ListAnswer.self) { token in
+            HTTPRequest(method: .get, url: URLBuilder(self.endpoints.api, "/rest/2.0/xpan/file")
+                .adding("method", "list").adding("dir", directory).adding("start", String(start))
+                .adding("limit", String(min(max(limit, 1), 1000))).adding("order", "name")
+                .adding("access_token", token).string)
+        }
+        var entries = [RemoteEntry]()
+        entries.reserveCapacity(answer.list?.count ?? 0)
+        for wire in answer.list ?? [] { entries.append(try wire.entry()) }
+        return entries
+    }
+
+    /// Every entry of a directory, paging with `limit` 1000 until a short page.
+    public func listAll(directory: String) async throws(NetdiskError) -> [RemoteEntry] {
+        var all = [RemoteEntry]()
+        while true {
+            let page = try await list(directory: directory, start: all.count, limit: 1000)
+            all.append(contentsOf: page)
+            if page.count < 1000 { return all }
+        }
+    }
+
+    public func downloadLinks(fsIDs: [UInt64]) async throws(NetdiskError) -> [UInt64: String] {
+        guard !fsIDs.isEmpty else { return [:] }
+        let ids = "[" + fsIDs.map(String.init).joined(separator: ",") + "]"
+        let answer = try await call("filemetas", ListAnswer.self) { token in
+            HTTPRequest(method: .get, url: URLBuilder(self.endpoints.api, "/rest/2.0/xpan/multimedia")
+                .adding("method", "filemetas").adding("fsids", ids).adding("dlink", "1")
+                .adding("access_token", token).string)
+        }
+        var links = [UInt64: String]()
+        for wire in answer.list ?? [] {
+            if let id = wire.fs_id, let link = wire.dlink { links[id] = link }
+        }
+        return links
+    }
+
+    public func download(dlink: String, offset: Int64, length: Int) async throws(NetdiskError) -> [UInt8] {
+        guard length > 0 else { return [] }
+        let response = try await execute("download") { token in
+            let separator = dlink.contains("?") ? "&" : "?"
+            return HTTPRequest(method: .get, url: dlink + separator + "access_token=" + FormEncoding.percentEncode(token),
+                               headers: ["User-Agent: \(BaiduProtocol.downloadUserAgent)",
+                                         "Range: bytes=\(offset)-\(offset + Int64(length) - 1)"],
+                               timeout: 0, expectedResponseSize: length, maxResponseSize: max(length, 1 << 16),
+                               followRedirects: true)
+        } accept: { response throws(NetdiskError) in
+            if response.status == 416 { return }
+            try ResponseDecoding.check(response)
+        }
+        switch response.status {
+        case 416:
+            return []
+        case 206:
+            return response.body
+        default:
+            // A server that ignores Range sends the whole file: cut out the range asked for.
+            let start = Int(min(offset, Int64(response.body.count)))
+            return Array(response.body[start..<min(start + length, response.body.count)])
+        }
+    }
+
+    // MARK: - Upload
+
+    private struct PrecreateAnswer: Decodable {
+        var return_type: LenientInt?
+        var uploadid: String?
+        var block_list: [LenientInt]?
+        var info: WireEntry?
+    }
+
+    public func precreate(path: String, size: Int64, blockList: [String], contentMD5: String?, sliceMD5: String?,
+                          localMtime: Int64?, policy: ConflictPolicy) async throws(NetdiskError) -> PrecreateResult {
+        var form: [(String, String)] = [("path", path), ("size", String(size)), ("isdir", "0"), ("autoinit", "1"),
+                                        ("rtype", String(policy.rawValue)), ("block_list", Self.jsonList(blockList))]
+        if let contentMD5 { form.append(("content-md5", contentMD5)) }
+        if let sliceMD5 { form.append(("slice-md5", sliceMD5)) }
+        if let localMtime { form.append(("local_mtime", String(localMtime))) }
+        let answer = try await call("precreate", PrecreateAnswer.self) { token in
+            self.formPost(self.endpoints.api, "/rest/2.0/xpan/file", query: [("method", "precreate")], token: token, form: form)
+        }
+        if answer.return_type?.value == 2 {
+            return PrecreateResult(uploadID: answer.uploadid, missingParts: [], rapidHit: try answer.info?.entry())
+        }
+        guard let uploadID = answer.uploadid, !uploadID.isEmpty else {
+            throw NetdiskError.protocolViolation("precreate answered without uploadid")
+        }
+        return PrecreateResult(uploadID: uploadID, missingParts: (answer.block_list ?? []).map(\.value), rapidHit: nil)
+    }
+
+    public func precreateStreaming(path: String, policy: ConflictPolicy) async throws(NetdiskError) -> String {
+        let form: [(String, String)] = [("path", path), ("isdir", "0"), ("autoinit", "1"), ("rtype", String(policy.rawValue)),
+                                        ("block_list", Self.jsonList(BaiduProtocol.placeholderBlockList))]
+        let answer = try await call("precreate (streaming)", PrecreateAnswer.self) { token in
+            self.formPost(self.endpoints.api, "/api/precreate", query: [], token: token, form: form)
+        }
+        guard let uploadID = answer.uploadid, !uploadID.isEmpty else {
+            throw NetdiskError.protocolViolation("streaming precreate answered without uploadid")
+        }
+        await uploads.markStreaming(uploadID)
+        return uploadID
+    }
+
+    private struct LocateAnswer: Decodable {
+        struct Server: Decodable { var server: String }
+        var servers: [Server]?
+        var host: String?
+    }
+
+    /// The upload host for an uploadid: asked once from locateupload, then pinned.
+    public func uploadHost(path: String, uploadID: String) async throws(NetdiskError) -> String {
+        try await uploads.host(for: uploadID) { [self] () async -> Result<String, NetdiskError> in
+            do throws(NetdiskError) {
+                return .success(try await locateUpload(path: path, uploadID: uploadID))
+            } catch {
+                return .failure(error)
+            }
+        }
+    }
+
+    private func locateUpload(path: String, uploadID: String) async throws(NetdiskError) -> String {
+        let answer = try await call("locateupload", LocateAnswer.self) { token in
+            HTTPRequest(method: .get, url: URLBuilder(self.endpoints.upload, "/rest/2.0/pcs/file")
+                .adding("method", "locateupload").adding("appid", BaiduProtocol.appID).adding("path", path)
+                .adding("uploadid", uploadID).adding("upload_version", "2.0").adding("access_token", token).string)
+        }
+        var candidates = (answer.servers ?? []).map(\.server)
+        if let host = answer.host { candidates.append(host) }
+        for candidate in candidates {
+            let url = candidate.contains("://") ? candidate : "https://" + candidate
+            if (try? URLPolicy.check(url)) != nil {
+                logger.debug("uploadid \(uploadID) pinned to \(url)")
+                return url.hasSuffix("/") ? String(url.dropLast()) : url
+            }
+        }
+        if candidates.isEmpty { return endpoints.upload }
+        throw NetdiskError.protocolViolation("locateupload offered no usable host (\(candidates.joined(separator: ", ")))")
+    }
+
+    private struct PartAnswer: Decodable { var md5: String? }
+
+    public func uploadPart(path: String, uploadID: String, partseq: Int, bytes: PartBytes) async throws(NetdiskError) -> String {
+        let host = try await uploadHost(path: path, uploadID: uploadID)
+        let frame = FormEncoding.multipartFrame(fieldName: "file", fileName: "part\(partseq)")
+        let answer = try await call("superfile2", PartAnswer.self) { token in
+            HTTPRequest(method: .post, url: URLBuilder(host, "/rest/2.0/pcs/superfile2")
+                .adding("method", "upload").adding("type", "tmpfile").adding("path", path)
+                .adding("uploadid", uploadID).adding("partseq", String(partseq)).adding("access_token", token).string,
+                        headers: [frame.contentTypeHeader],
+                        body: .multipart(prefix: frame.prefix, part: bytes, suffix: frame.suffix),
+                        timeout: 0, stallTimeout: 60)
+        }
+        guard let md5 = answer.md5, !md5.isEmpty else {
+            throw NetdiskError.protocolViolation("superfile2 answered without md5")
+        }
+        return md5
+    }
+
+    public func create(path: String, size: Int64, uploadID: String, blockList: [String], localMtime: Int64?,
+                       policy: ConflictPolicy) async throws(NetdiskError) -> RemoteEntry {
+        var form: [(String, String)] = [("path", path), ("size", String(size)), ("isdir", "0"),
+                                        ("rtype", String(policy.rawValue)), ("uploadid", uploadID),
+                                        ("block_list", Self.jsonList(blockList))]
+        if let localMtime {
+            form.append(("local_ctime", String(localMtime)))
+            form.append(("local_mtime", String(localMtime)))
+        }
+        let streaming = await uploads.isStreaming(uploadID)
+        let entry = try await call("create", WireEntry.self) { token in
+            streaming
+                ? self.formPost(self.endpoints.api, "/api/create", query: [], token: token, form: form)
+                : self.formPost(self.endpoints.api, "/rest/2.0/xpan/file", query: [("method", "create")], token: token, form: form)
+        }.entry()
+        await uploads.forget(uploadID)
+        return entry
+    }
+
+    public func rapidUpload(path: String, size: Int64, contentMD5: String, sliceMD5: String,
+                            policy: ConflictPolicy) async throws(NetdiskError) -> RemoteEntry? {
+        let form: [(String, String)] = [("path", path), ("size", String(size)), ("isdir", "0"),
+                                        ("rtype", String(policy.rawValue)), ("block_list", Self.jsonList([contentMD5])),
+                                        ("content-md5", contentMD5), ("slice-md5", sliceMD5)]
+        do throws(NetdiskError) {
+            return try await call("create (rapid)", WireEntry.self) { token in
+                self.formPost(self.endpoints.api, "/rest/2.0/xpan/file", query: [("method", "create")], token: token, form: form)
+            }.entry()
+        } catch {
+            if Self.meansContentUnknown(error) { return nil }
+            throw error
+        }
+    }
+
+    /// The answers Baidu gives a rapid upload of content it does not hold (31079 "md5 not found", and the
+    /// create-failed family when the one-entry block list does not match a stored file).
+    static func meansContentUnknown(_ error: NetdiskError) -> Bool {
+        switch error {
+        case .createFailed, .server(code: 31079, message: _), .uploadExpired: return true
+        default: return false
+        }
+    }
+
+    // MARK: - Directories and file management
+
+    public func makeDirectory(path: String) async throws(NetdiskError) -> RemoteEntry {
+        let form: [(String, String)] = [("path", path), ("isdir", "1"), ("rtype", String(ConflictPolicy.fail.rawValue))]
+        return try await call("mkdir", WireEntry.self) { token in
+            self.formPost(self.endpoints.api, "/rest/2.0/xpan/file", query: [("method", "create")], token: token, form: form)
+        }.entry()
+    }
+
+    public func delete(paths: [String]) async throws(NetdiskError) {
+        guard !paths.isEmpty else { return }
+        try await fileManager("delete", fileList: paths.map { $0 as Any }, ondup: nil)
+    }
+
+    public func move(from: String, toDirectory: String, newName: String, ondup: DuplicatePolicy) async throws(NetdiskError) {
+        try await fileManager("move", fileList: [["path": from, "dest": toDirectory, "newname": newName, "ondup": ondup.rawValue]],
+                              ondup: ondup)
+    }
+
+    public func copy(from: String, toDirectory: String, newName: String, ondup: DuplicatePolicy) async throws(NetdiskError) {
+        try await fileManager("copy", fileList: [["path": from, "dest": toDirectory, "newname": newName, "ondup": ondup.rawValue]],
+                              ondup: ondup)
+    }
+
+    public func rename(path: String, newName: String) async throws(NetdiskError) {
+        try await fileManager("rename", fileList: [["path": path, "newname": newName]], ondup: nil)
+    }
+
+    private struct StatusAnswer: Decodable {}
+
+    private func fileManager(_ operation: String, fileList: [Any], ondup: DuplicatePolicy?) async throws(NetdiskError) {
+        let list: String
+        do {
+            let data = try JSONSerialization.data(withJSONObject: fileList, options: [.withoutEscapingSlashes])
+            list = String(decoding: data, as: UTF8.self)
+        } catch {
+            throw NetdiskError.protocolViolation("cannot encode filelist: \(error)")
+        }
+        var form: [(String, String)] = [("async", "0"), ("filelist", list)]
+        if let ondup { form.append(("ondup", ondup.rawValue)) }
+        _ = try await call(operation, StatusAnswer.self) { token in
+            self.formPost(self.endpoints.api, "/rest/2.0/xpan/file", query: [("method", "filemanager"), ("opera", operation)],
+                          token: token, form: form)
+        }
+    }
+
+    // MARK: - Plumbing
+
+    private static func jsonList(_ items: [String]) -> String {
+        "[" + items.map { "\"\($0)\"" }.joined(separator: ",") + "]"
+    }
+
+    private func formPost(_ base: String, _ path: String, query: [(String, String)], token: String,
+                          form: [(String, String)]) -> HTTPRequest {
+        var url = URLBuilder(base, path)
+        url.query = query + [("access_token", token)]
+        return HTTPRequest(method: .post, url: url.string,
+                           headers: ["Content-Type: application/x-www-form-urlencoded"],
+                           body: .bytes(Array(FormEncoding.encode(form).utf8)))
+    }
+
+    /// Sends, checks and decodes one call with refresh and retries.
+    private func call<T: Decodable>(_ name: String, _ type: T.Type,
+                                    _ build: (String) -> HTTPRequest) async throws(NetdiskError) -> T {
+        let response = try await execute(name, build) { response throws(NetdiskError) in try ResponseDecoding.check(response) }
+        return try ResponseDecoding.decode(T.self, from: response, call: name)
+    }
+
+    /// The retry loop: one token refresh on -6/111/31045, backoff on transient failures, nothing else retried.
+    private func execute(_ name: String, _ build: (String) -> HTTPRequest,
+                         accept: (HTTPResponse) throws(NetdiskError) -> Void) async throws(NetdiskError) -> HTTPResponse {
+        var retries = 0
+        var refreshed = false
+        while true {
+            let token = try await tokens.accessToken()
+            do throws(NetdiskError) {
+                let response = try await transport.send(build(token), logger: logger)
+                try accept(response)
+                return response
+            } catch {
+                if case .tokenInvalid = error, !refreshed {
+                    refreshed = true
+                    logger.debug("\(name): access token rejected (\(error)); refreshing once")
+                    _ = try await tokens.refresh(rejected: token)
+                    continue
+                }
+                guard retryPolicy.shouldRetry(error, afterRetries: retries) else {
+                    logger.debug("\(name) failed: \(error)")
+                    throw error
+                }
+                retries += 1
+                let delay = retryPolicy.delay(beforeRetry: retries)
+                logger.info("\(name): \(error); retry \(retries) of \(retryPolicy.maxRetries) in \(Int(delay * 1000)) ms")
+                try await sleep(seconds: delay)
+            }
+        }
+    }
+}
