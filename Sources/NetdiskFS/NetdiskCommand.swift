@@ -12,7 +12,7 @@ public struct NetdiskCommand: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [
             LoginCommand.self, WhoamiCommand.self, ListCommand.self, RemoveCommand.self, MoveCommand.self,
-            MakeDirectoryCommand.self, EmulatorCommand.self,
+            MakeDirectoryCommand.self, EmulatorCommand.self, PutCommand.self, GetCommand.self,
         ]
     )
 
