@@ -93,25 +93,21 @@ public struct PutCommand: AsyncParsableCommand {
         // stdin is read on a dedicated thread: read(2) blocks, and the session applies backpressure.
         let entry = try await runOnDedicatedThread(name: "netdiskfs.stdin") { () throws(NetdiskError) -> RemoteEntry in
             let chunk = 1 << 20
-            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 64)
-            defer { buffer.deallocate() }
-            var offset: Int64 = 0
-            while true {
-                let n = read(STDIN_FILENO, buffer.baseAddress!, chunk)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    let why = String(cString: strerror(errno))
-                    session.abort()
-                    throw .localIO("reading standard input: \(why)")
-                }
-                if n == 0 { break }
-                do throws(NetdiskError) {
-                    try session.write(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), at: offset)
-                } catch {
-                    session.abort()
-                    throw error
-                }
-                offset += Int64(n)
+            // A 1 MiB pipe (Linux F_SETPIPE_SZ; fails harmlessly on files and terminals) cuts the
+            // reader's wake-ups sixteenfold compared with the default 64 KiB.
+            _ = fcntl(STDIN_FILENO, 1031 /* F_SETPIPE_SZ */, Int32(chunk))
+            do throws(NetdiskError) {
+                // Bytes are read straight into the session's section buffers: no intermediate copy.
+                while try session.append(limit: chunk, { (space) throws(NetdiskError) -> Int in
+                    while true {
+                        let n = read(STDIN_FILENO, space.baseAddress!, space.count)
+                        if n >= 0 { return n }
+                        if errno != EINTR { throw .localIO("reading standard input: \(String(cString: strerror(errno)))") }
+                    }
+                }) > 0 {}
+            } catch {
+                session.abort()
+                throw error
             }
             return try session.finish()
         }

@@ -8,7 +8,7 @@ import Logging
 /// they may block, for backpressure (every buffer in flight) or for the commit. Calls on one
 /// session are serialized; ``size`` and ``progress`` never wait for a blocked writer.
 ///
-/// Streaming keeps at most `threads + reorderWindowSlices` slice buffers. The stream is precreated
+/// Streaming keeps at most `threads + 1` slice buffers. The stream is precreated
 /// at a hidden staging path (a server binds an uploadid to its path, errno 10 otherwise) and moved
 /// onto the target at finish, so the old file stays visible until the new one is complete.
 /// A write behind bytes already handed to the uploader (or a read of them) switches to the cached
@@ -55,7 +55,8 @@ public final class FileWriteSession: @unchecked Sendable {
         switch mode {
         case .streaming:
             counters = ProgressCounters(mode: .streaming, observer: progressObserver)
-            let pool = BufferPool(bufferSize: options.sliceSize, limit: options.threads + options.reorderWindowSlices,
+            // threads in flight + the one filling; writes ahead in the window wait for a buffer to free.
+            let pool = BufferPool(bufferSize: options.sliceSize, limit: max(options.threads + 1, options.reorderWindowSlices),
                                   budget: budget)
             state = .streaming(StreamingState(slice: options.sliceSize, pool: pool))
         case .cached(let existing):
@@ -128,6 +129,43 @@ public final class FileWriteSession: @unchecked Sendable {
         case .failed(let error):
             throw error
         }
+    }
+
+    /// Appends at the end of the file by letting `fill` write straight into the head section buffer
+    /// (at most `limit` bytes; it returns how many it wrote, 0 for end of input). Saves the copy of
+    /// ``write(_:at:)`` for sequential producers such as `put -`.
+    public func append(limit: Int, _ fill: (UnsafeMutableRawBufferPointer) throws(NetdiskError) -> Int) throws(NetdiskError) -> Int {
+        lock.lock()
+        if case .streaming(let stream) = state, stream.pipeline?.error == nil {
+            let offset = stream.size
+            let room = Int(min(Int64(limit), options.effectiveMaxFileSize + 1 - offset))
+            if room > 0, stream.accepts(offset: offset, end: offset + 1, window: options.reorderWindowSlices) {
+                defer { lock.unlock() }
+                do throws(NetdiskError) {
+                    let target = try stream.headSpace(at: offset, limit: room)
+                    let n = try fill(target)
+                    guard n > 0 else { return 0 }
+                    if offset + Int64(n) > options.effectiveMaxFileSize {
+                        logger.error("write to \(remotePath) at \(offset)+\(n) crosses the maximum file size \(options.effectiveMaxFileSize)")
+                        throw .fileTooLarge(limit: options.effectiveMaxFileSize)
+                    }
+                    stream.commitHead(at: offset, count: n)
+                    counters.addWritten(Int64(n))
+                    publish(stream.size)
+                    if try advance(stream) == .refused { try fallBack(stream, reason: "the server refused the streaming precreate") }
+                    return n
+                } catch {
+                    fail(error); throw error
+                }
+            }
+        }
+        lock.unlock()
+        // Not streaming (or an edge): fill a temporary buffer and write it like any other producer.
+        let temporary = UnsafeMutableRawBufferPointer.allocate(byteCount: limit, alignment: 16)
+        defer { temporary.deallocate() }
+        let n = try fill(temporary)
+        if n > 0 { try write(UnsafeRawBufferPointer(rebasing: temporary[0..<n]), at: size) }
+        return n
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(NetdiskError) -> Int {
@@ -467,6 +505,22 @@ final class StreamingState: @unchecked Sendable {
             source += n
         }
         size = max(size, end)
+    }
+
+    /// Free space of the head slot at `offset` (the end of the file), for a producer to fill in place.
+    func headSpace(at offset: Int64, limit: Int) throws(NetdiskError) -> UnsafeMutableRawBufferPointer {
+        let part = Int(offset / Int64(slice))
+        let local = Int(offset - Int64(part) * Int64(slice))
+        let slot = try slotFor(part)
+        return UnsafeMutableRawBufferPointer(start: slot.buffer.base + local, count: min(slice - local, limit))
+    }
+
+    /// Records `count` bytes a producer wrote in place at `offset` (see ``headSpace(at:limit:)``).
+    func commitHead(at offset: Int64, count: Int) {
+        let part = Int(offset / Int64(slice))
+        let local = Int64(offset - Int64(part) * Int64(slice))
+        slots[part]?.written.insert(local..<local + Int64(count))
+        size = max(size, offset + Int64(count))
     }
 
     private func slotFor(_ part: Int) throws(NetdiskError) -> Slot {
