@@ -13,7 +13,7 @@ public struct NetdiskCommand: AsyncParsableCommand {
         subcommands: [
             EmulatorCommand.self,
             LoginCommand.self, WhoamiCommand.self, ListCommand.self, RemoveCommand.self, MoveCommand.self,
-            MakeDirectoryCommand.self,
+            MakeDirectoryCommand.self, PutCommand.self, GetCommand.self,
             MountCommand.self, UnmountCommand.self, StatusCommand.self,
         ]
     )

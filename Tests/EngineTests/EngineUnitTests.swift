@@ -303,3 +303,24 @@ func writeAll(_ session: FileWriteSession, _ data: [UInt8], chunk: Int = 10_000)
         #expect(api.partsReceived >= 6 + 2, "the parts of the expired upload were sent again")
     }
 }
+
+@Suite struct AppendTests {
+    @Test func appendFillsSectionBuffersInPlace() async throws {
+        let api = FakeNetdisk()
+        let data = SplitMix.bytes(5 * testSlice + 333, seed: 31)
+        let session = FileWriteSession(api: api, remotePath: "/appended", mode: .streaming, options: testOptions(),
+                                       budget: MemoryBudget(bytes: 64 << 20), logger: testLogger)
+        _ = try await onForeignThread { () throws(NetdiskError) -> RemoteEntry in
+            var offset = 0
+            while try session.append(limit: 7_000, { space in
+                let n = min(space.count, data.count - offset)
+                data.withUnsafeBytes { space.baseAddress!.copyMemory(from: $0.baseAddress! + offset, byteCount: n) }
+                offset += n
+                return n
+            }) > 0 {}
+            return try session.finish()
+        }
+        #expect(api.content("/appended") == data)
+        #expect(!session.isCached)
+    }
+}

@@ -104,6 +104,7 @@ final class FakeNetdisk: NetdiskAPI, @unchecked Sendable {
                 policy: ConflictPolicy) async throws(NetdiskError) -> RemoteEntry {
         try withLock { () throws(NetdiskError) -> RemoteEntry in
             guard let upload = uploads[uploadID] else { throw .unknownUploadID }
+            guard upload.path == path else { throw .createFailed(code: 10) }
             var data: [UInt8] = []
             for (seq, md5) in blockList.enumerated() {
                 guard let part = upload.parts[seq], part.withUnsafeBytes({ MD5Hasher.hex(of: $0) }) == md5
@@ -138,7 +139,19 @@ final class FakeNetdisk: NetdiskAPI, @unchecked Sendable {
             for p in paths { files[p] = nil; entries[p] = nil; deletes.append(p) }
         }
     }
-    func move(from: String, toDirectory: String, newName: String, ondup: DuplicatePolicy) async throws(NetdiskError) {}
+    func move(from: String, toDirectory: String, newName: String, ondup: DuplicatePolicy) async throws(NetdiskError) {
+        try withLock { () throws(NetdiskError) in
+            guard let data = files[from], var e = entries[from] else { throw .notFound(code: -9) }
+            let target = (toDirectory == "/" ? "" : toDirectory) + "/" + newName
+            if files[target] != nil && ondup == .fail { throw .alreadyExists(code: -8) }
+            files[from] = nil
+            entries[from] = nil
+            files[target] = data
+            e.path = target
+            e.name = newName
+            entries[target] = e
+        }
+    }
     func copy(from: String, toDirectory: String, newName: String, ondup: DuplicatePolicy) async throws(NetdiskError) {}
     func rename(path: String, newName: String) async throws(NetdiskError) {}
 }

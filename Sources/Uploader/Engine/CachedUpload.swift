@@ -55,37 +55,45 @@ public struct CachedUpload: Sendable {
         }
 
         var freshAttemptsLeft = 2
+        var emptyNeedsPart = false
         while true {
-            var record = resumed
-            resumed = nil
+            let api = self.api, policy = options.conflictPolicy
+            // Precreate even when resuming: a server that resumes the same uploadid says exactly which
+            // parts it lacks (including ones in flight when the last run died).
+            let result = try awaitBlocking { () async throws(NetdiskError) -> PrecreateResult in
+                try await api.precreate(path: remotePath, size: digest.size, blockList: digest.blockList,
+                                        contentMD5: digest.contentMD5, sliceMD5: digest.sliceMD5,
+                                        localMtime: localMtime, policy: policy)
+            }
+            if let hit = result.rapidHit {
+                if let id = resumed?.id { journal?.remove(record: id) }
+                progress.setMode(.rapid)
+                return hit
+            }
+            guard let freshID = result.uploadID else { throw .protocolViolation("precreate returned no uploadid") }
+            var record: UploadJournal.Record?
             let uploadID: String
             var needed: [Int]
-            if let record {
-                uploadID = record.uploadID
-                needed = (0..<digest.blockList.count).filter { !record.doneParts.contains($0) }
+            if let previous = resumed, previous.uploadID != freshID {
+                // The server opened a new upload; continue the journaled one with the parts it lacks.
+                record = previous
+                uploadID = previous.uploadID
+                needed = (0..<digest.blockList.count).filter { !previous.doneParts.contains($0) }
             } else {
-                let api = self.api, policy = options.conflictPolicy
-                let result = try awaitBlocking { () async throws(NetdiskError) -> PrecreateResult in
-                    try await api.precreate(path: remotePath, size: digest.size, blockList: digest.blockList,
-                                            contentMD5: digest.contentMD5, sliceMD5: digest.sliceMD5,
-                                            localMtime: localMtime, policy: policy)
-                }
-                if let hit = result.rapidHit {
-                    progress.setMode(.rapid)
-                    return hit
-                }
-                guard let id = result.uploadID else { throw .protocolViolation("precreate returned no uploadid") }
-                uploadID = id
+                uploadID = freshID
                 needed = result.missingParts.filter { $0 >= 0 && $0 < digest.blockList.count }.sorted()
-                if let journal, let identity {
-                    record = try journal.begin(remotePath: remotePath, source: identity, sliceSize: slice, uploadID: id,
+                record = resumed
+                if record == nil, let journal, let identity {
+                    record = try journal.begin(remotePath: remotePath, source: identity, sliceSize: slice, uploadID: freshID,
                                                host: nil, blockList: digest.blockList, contentMD5: digest.contentMD5,
                                                sliceMD5: digest.sliceMD5)
                 }
             }
+            resumed = nil
+            // An empty file is committed without parts; a server that wants one gets an empty part.
+            if digest.size == 0 && !emptyNeedsPart { needed = [] }
             do throws(NetdiskError) {
                 try uploadParts(needed, of: source, digest: digest, to: remotePath, uploadID: uploadID, record: record?.id)
-                let api = self.api, policy = options.conflictPolicy
                 let entry = try awaitBlocking { () async throws(NetdiskError) -> RemoteEntry in
                     try await api.create(path: remotePath, size: digest.size, uploadID: uploadID,
                                          blockList: digest.blockList, localMtime: localMtime, policy: policy)
@@ -94,6 +102,10 @@ public struct CachedUpload: Sendable {
                 progress.setMode(.done)
                 return entry
             } catch {
+                if digest.size == 0 && !emptyNeedsPart, case .createFailed = error {
+                    emptyNeedsPart = true
+                    continue
+                }
                 let expired = error == .uploadExpired || error == .unknownUploadID
                 guard expired, freshAttemptsLeft > 0 else { throw error }
                 freshAttemptsLeft -= 1

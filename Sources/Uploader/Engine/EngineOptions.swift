@@ -16,8 +16,10 @@ public struct EngineOptions: Sendable {
     public var partAttempts: Int
     /// First backoff delay between engine-level part attempts; doubles each time.
     public var retryBaseDelay: Double
-    /// Hidden directory for streamed data that had to be committed before a fallback to the cached path.
-    public var stagingDirectory: String
+    /// Hidden directory where streams are assembled before they are moved to their target (nil: derived
+    /// from the target, `/apps/<app>/.netdiskfs-staging` or `/.netdiskfs-staging`). The mount sets it under
+    /// its remote root and hides it from listings.
+    public var stagingDirectory: String?
     /// What to do when the target exists; the mount and `put` overwrite.
     public var conflictPolicy: ConflictPolicy
 
@@ -25,7 +27,7 @@ public struct EngineOptions: Sendable {
                 cacheDirectory: String = EngineOptions.defaultCacheDirectory(),
                 maxFileSize: Int64 = AccountTier.normal.maxFileSize, reorderWindowSlices: Int = 2,
                 partAttempts: Int = 4, retryBaseDelay: Double = 0.25,
-                stagingDirectory: String = "/.netdiskfs-staging", conflictPolicy: ConflictPolicy = .overwrite) {
+                stagingDirectory: String? = nil, conflictPolicy: ConflictPolicy = .overwrite) {
         self.sliceSize = max(1, sliceSize)
         self.threads = max(1, threads)
         self.cacheDirectory = cacheDirectory
@@ -48,6 +50,14 @@ public struct EngineOptions: Sendable {
     /// The largest file these options can upload: the tier's limit, or fewer if the slice is small.
     public var effectiveMaxFileSize: Int64 {
         min(maxFileSize, Int64(sliceSize) * Int64(BaiduProtocol.maxParts))
+    }
+
+    /// The staging directory for a target path.
+    public func stagingDirectory(for target: String) -> String {
+        if let stagingDirectory { return stagingDirectory }
+        let components = target.split(separator: "/", omittingEmptySubsequences: true)
+        if components.count >= 3, components[0] == "apps" { return "/apps/\(components[1])/.netdiskfs-staging" }
+        return "/.netdiskfs-staging"
     }
 
     /// `$XDG_CACHE_HOME/netdiskfs` (default `~/.cache/netdiskfs`).

@@ -8,11 +8,13 @@ import Logging
 /// they may block, for backpressure (every buffer in flight) or for the commit. Calls on one
 /// session are serialized; ``size`` and ``progress`` never wait for a blocked writer.
 ///
-/// Streaming keeps at most `threads + reorderWindowSlices` slice buffers. A write behind bytes
-/// already handed to the uploader (or a read of them) switches to the cached path: what was sent
-/// is committed to a hidden staging file, the cache backfills from it on demand, the final file is
-/// uploaded from the cache at finish and the staging file deleted. Nothing ever appears at the
-/// target path before ``finish()`` succeeds.
+/// Streaming keeps at most `threads + 1` slice buffers. The stream is precreated
+/// at a hidden staging path (a server binds an uploadid to its path, errno 10 otherwise) and moved
+/// onto the target at finish, so the old file stays visible until the new one is complete.
+/// A write behind bytes already handed to the uploader (or a read of them) switches to the cached
+/// path: what was sent is committed at the staging path, the cache backfills from it on demand, the
+/// final file is uploaded from the cache at finish and the staging file deleted. Nothing ever
+/// appears at the target path before ``finish()`` succeeds.
 public final class FileWriteSession: @unchecked Sendable {
     public enum Mode: Sendable {
         /// A new file, or O_TRUNC: upload while writing.
@@ -22,6 +24,8 @@ public final class FileWriteSession: @unchecked Sendable {
     }
 
     public let remotePath: String
+    /// Where the stream is assembled before it is moved to `remotePath`.
+    private let stagingPath: String
     private let api: any NetdiskAPI
     private let options: EngineOptions
     private let budget: MemoryBudget
@@ -44,13 +48,15 @@ public final class FileWriteSession: @unchecked Sendable {
                 logger: Logger, progressObserver: (@Sendable (UploadProgress) -> Void)? = nil) {
         self.api = api
         self.remotePath = remotePath
+        stagingPath = options.stagingDirectory(for: remotePath) + "/" + UUID().uuidString
         self.options = options
         self.budget = budget
         self.logger = logger
         switch mode {
         case .streaming:
             counters = ProgressCounters(mode: .streaming, observer: progressObserver)
-            let pool = BufferPool(bufferSize: options.sliceSize, limit: options.threads + options.reorderWindowSlices,
+            // threads in flight + the one filling; writes ahead in the window wait for a buffer to free.
+            let pool = BufferPool(bufferSize: options.sliceSize, limit: max(options.threads + 1, options.reorderWindowSlices),
                                   budget: budget)
             state = .streaming(StreamingState(slice: options.sliceSize, pool: pool))
         case .cached(let existing):
@@ -123,6 +129,43 @@ public final class FileWriteSession: @unchecked Sendable {
         case .failed(let error):
             throw error
         }
+    }
+
+    /// Appends at the end of the file by letting `fill` write straight into the head section buffer
+    /// (at most `limit` bytes; it returns how many it wrote, 0 for end of input). Saves the copy of
+    /// ``write(_:at:)`` for sequential producers such as `put -`.
+    public func append(limit: Int, _ fill: (UnsafeMutableRawBufferPointer) throws(NetdiskError) -> Int) throws(NetdiskError) -> Int {
+        lock.lock()
+        if case .streaming(let stream) = state, stream.pipeline?.error == nil {
+            let offset = stream.size
+            let room = Int(min(Int64(limit), options.effectiveMaxFileSize + 1 - offset))
+            if room > 0, stream.accepts(offset: offset, end: offset + 1, window: options.reorderWindowSlices) {
+                defer { lock.unlock() }
+                do throws(NetdiskError) {
+                    let target = try stream.headSpace(at: offset, limit: room)
+                    let n = try fill(target)
+                    guard n > 0 else { return 0 }
+                    if offset + Int64(n) > options.effectiveMaxFileSize {
+                        logger.error("write to \(remotePath) at \(offset)+\(n) crosses the maximum file size \(options.effectiveMaxFileSize)")
+                        throw .fileTooLarge(limit: options.effectiveMaxFileSize)
+                    }
+                    stream.commitHead(at: offset, count: n)
+                    counters.addWritten(Int64(n))
+                    publish(stream.size)
+                    if try advance(stream) == .refused { try fallBack(stream, reason: "the server refused the streaming precreate") }
+                    return n
+                } catch {
+                    fail(error); throw error
+                }
+            }
+        }
+        lock.unlock()
+        // Not streaming (or an edge): fill a temporary buffer and write it like any other producer.
+        let temporary = UnsafeMutableRawBufferPointer.allocate(byteCount: limit, alignment: 16)
+        defer { temporary.deallocate() }
+        let n = try fill(temporary)
+        if n > 0 { try write(UnsafeRawBufferPointer(rebasing: temporary[0..<n]), at: size) }
+        return n
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(NetdiskError) -> Int {
@@ -244,11 +287,11 @@ public final class FileWriteSession: @unchecked Sendable {
 
     /// The placeholder precreate; false when the server refuses streaming for this file.
     private func start(_ stream: StreamingState) throws(NetdiskError) -> Bool {
-        let api = self.api, path = remotePath, policy = options.conflictPolicy
+        let api = self.api, path = stagingPath
         let uploadID: String
         do throws(NetdiskError) {
             uploadID = try awaitBlocking { () async throws(NetdiskError) -> String in
-                try await api.precreateStreaming(path: path, policy: policy)
+                try await api.precreateStreaming(path: path, policy: .overwrite)
             }
         } catch {
             switch error {
@@ -293,12 +336,40 @@ public final class FileWriteSession: @unchecked Sendable {
             guard let md5 = md5s[partseq] else { throw .protocolViolation("part \(partseq) has no MD5") }
             return md5
         }
-        let api = self.api, path = remotePath, size = stream.size, policy = options.conflictPolicy
-        let entry = try awaitBlocking { () async throws(NetdiskError) -> RemoteEntry in
-            try await api.create(path: path, size: size, uploadID: uploadID, blockList: blockList, localMtime: nil,
-                                 policy: policy)
+        let api = self.api, staging = stagingPath, size = stream.size
+        let staged = try awaitBlocking { () async throws(NetdiskError) -> RemoteEntry in
+            try await api.create(path: staging, size: size, uploadID: uploadID, blockList: blockList, localMtime: nil,
+                                 policy: .overwrite)
         }
         stream.pool.close()
+        do throws(NetdiskError) {
+            return try moveIntoPlace(staged)
+        } catch {
+            deleteQuietly(staging)
+            throw error
+        }
+    }
+
+    /// The commit proper: moves the complete staging file onto the target path.
+    private func moveIntoPlace(_ staged: RemoteEntry) throws(NetdiskError) -> RemoteEntry {
+        let api = self.api, staging = stagingPath, target = remotePath
+        let directory = (target as NSString).deletingLastPathComponent
+        let name = (target as NSString).lastPathComponent
+        let ondup: DuplicatePolicy = options.conflictPolicy == .fail ? .fail : .overwrite
+        for attempt in 0..<2 {
+            do throws(NetdiskError) {
+                try awaitBlocking { () async throws(NetdiskError) in
+                    try await api.move(from: staging, toDirectory: directory, newName: name, ondup: ondup)
+                }
+                break
+            } catch {
+                guard case .notFound = error, attempt == 0 else { throw error }
+                _ = try awaitBlocking { () async throws(NetdiskError) -> RemoteEntry in try await api.makeDirectory(path: directory) }
+            }
+        }
+        var entry = staged
+        entry.path = target
+        entry.name = name
         return entry
     }
 
@@ -317,13 +388,12 @@ public final class FileWriteSession: @unchecked Sendable {
                 guard let md5 = md5s[partseq] else { throw .protocolViolation("part \(partseq) has no MD5") }
                 return md5
             }
-            let stagingPath = options.stagingDirectory + "/" + UUID().uuidString
-            let api = self.api, path = remotePath
+            let api = self.api, path = stagingPath
             backing = try awaitBlocking { () async throws(NetdiskError) -> RemoteEntry in
-                try await api.createStaging(targetPath: path, stagingPath: stagingPath, size: sentBytes,
-                                            uploadID: uploadID, blockList: blockList)
+                try await api.create(path: path, size: sentBytes, uploadID: uploadID, blockList: blockList,
+                                     localMtime: nil, policy: .overwrite)
             }
-            staging = stagingPath
+            staging = path
         } else {
             stream.pipeline?.cancel(.cancelled)
         }
@@ -387,16 +457,6 @@ public final class FileWriteSession: @unchecked Sendable {
     }
 }
 
-extension NetdiskAPI {
-    /// Commits the parts streamed so far under a hidden staging path, so a session falling back to the
-    /// cached path can read them back (the uploadid was precreated for `targetPath`).
-    func createStaging(targetPath: String, stagingPath: String, size: Int64, uploadID: String,
-                       blockList: [String]) async throws(NetdiskError) -> RemoteEntry {
-        try await create(path: stagingPath, size: size, uploadID: uploadID, blockList: blockList, localMtime: nil,
-                         policy: .overwrite)
-    }
-}
-
 /// The streaming state of a ``FileWriteSession``: the in-memory window of parts not yet sent.
 final class StreamingState: @unchecked Sendable {
     final class Slot {
@@ -445,6 +505,22 @@ final class StreamingState: @unchecked Sendable {
             source += n
         }
         size = max(size, end)
+    }
+
+    /// Free space of the head slot at `offset` (the end of the file), for a producer to fill in place.
+    func headSpace(at offset: Int64, limit: Int) throws(NetdiskError) -> UnsafeMutableRawBufferPointer {
+        let part = Int(offset / Int64(slice))
+        let local = Int(offset - Int64(part) * Int64(slice))
+        let slot = try slotFor(part)
+        return UnsafeMutableRawBufferPointer(start: slot.buffer.base + local, count: min(slice - local, limit))
+    }
+
+    /// Records `count` bytes a producer wrote in place at `offset` (see ``headSpace(at:limit:)``).
+    func commitHead(at offset: Int64, count: Int) {
+        let part = Int(offset / Int64(slice))
+        let local = Int64(offset - Int64(part) * Int64(slice))
+        slots[part]?.written.insert(local..<local + Int64(count))
+        size = max(size, offset + Int64(count))
     }
 
     private func slotFor(_ part: Int) throws(NetdiskError) -> Slot {

@@ -1,0 +1,237 @@
+import Foundation
+import Logging
+import NetdiskEmulator
+import Testing
+@testable import Uploader
+
+private let slice = 4 << 20
+private let sizes = [0, 1, slice - 1, slice, slice + 1, 3 * slice + 17]
+
+/// Streams `content` through a FileWriteSession from a dedicated thread, in 1 MiB writes.
+private func stream(_ content: GeneratedContent, to path: String, harness: EmulatorHarness,
+                    options: EngineOptions? = nil) async throws -> RemoteEntry {
+    let session = FileWriteSession(api: harness.client, remotePath: path, mode: .streaming,
+                                   options: options ?? harness.options(), budget: MemoryBudget(bytes: 256 << 20),
+                                   logger: testLogger)
+    return try await onForeignThread { () throws(NetdiskError) -> RemoteEntry in
+        let result = Result { () throws(NetdiskError) in
+            try content.forEachChunkTyped { (chunk: ArraySlice<UInt8>, offset: Int) throws(NetdiskError) in
+                try session.write(chunk, at: Int64(offset))
+            }
+        }
+        if case .failure(let error) = result { session.abort(); throw error }
+        return try session.finish()
+    }
+}
+
+private func upload(file: String, to path: String, harness: EmulatorHarness, journal: UploadJournal? = nil)
+    async throws -> RemoteEntry {
+    let upload = CachedUpload(api: harness.client, options: harness.options(), budget: MemoryBudget(bytes: 256 << 20),
+                              journal: journal, progress: ProgressCounters(mode: .cached), logger: testLogger)
+    return try await onForeignThread { () throws(NetdiskError) in
+        let source = try LocalFileSource(path: file)
+        return try upload.upload(source, to: path, identity: source.identity)
+    }
+}
+
+extension GeneratedContent {
+    /// typed-throws variant used by the streaming helper.
+    func forEachChunkTyped(_ body: (ArraySlice<UInt8>, Int) throws(NetdiskError) -> Void) throws(NetdiskError) {
+        let result: Result<Void, NetdiskError> = {
+            var failure: NetdiskError?
+            forEachChunk(1 << 20) { slice, offset in
+                guard failure == nil else { return }
+                do throws(NetdiskError) { try body(slice, offset) } catch { failure = error }
+            }
+            return failure.map { .failure($0) } ?? .success(())
+        }()
+        try result.get()
+    }
+}
+
+@Suite("Engine against the emulator")
+struct EmulatorEndToEndTests {
+    @Test(arguments: sizes)
+    func streamingRoundTripIsBitExact(size: Int) async throws {
+        let harness = try await EmulatorHarness.start()
+        let content = GeneratedContent(size: size, seed: UInt64(size) &+ 1000)
+        let entry = try await stream(content, to: "/apps/netdiskfs/s\(size).bin", harness: harness)
+        #expect(entry.size == Int64(size))
+        let files = try await harness.files()
+        #expect(files["/apps/netdiskfs/s\(size).bin"]?.md5 == content.md5)
+        #expect(files["/apps/netdiskfs/s\(size).bin"]?.size == Int64(size))
+        #expect(files.keys.filter { $0.contains(".netdiskfs-staging/") }.isEmpty)
+        await harness.stop()
+    }
+
+    @Test(arguments: sizes)
+    func cachedRoundTripIsBitExact(size: Int) async throws {
+        let harness = try await EmulatorHarness.start()
+        let content = GeneratedContent(size: size, seed: UInt64(size) &+ 2000)
+        let file = try content.writeFile()
+        defer { unlink(file) }
+        let entry = try await upload(file: file, to: "/apps/netdiskfs/c\(size).bin", harness: harness)
+        #expect(entry.size == Int64(size))
+        #expect(try await harness.files()["/apps/netdiskfs/c\(size).bin"]?.md5 == content.md5)
+        await harness.stop()
+    }
+
+    @Test func overOneGiBOnBothPaths() async throws {
+        let harness = try await EmulatorHarness.start()
+        let size = (1 << 30) + 3 * (1 << 20) + 5
+        let streamed = GeneratedContent(size: size, seed: 77)
+        _ = try await stream(streamed, to: "/apps/netdiskfs/big-stream.bin", harness: harness)
+        let cached = GeneratedContent(size: size, seed: 78)
+        let file = try cached.writeFile()
+        defer { unlink(file) }
+        _ = try await upload(file: file, to: "/apps/netdiskfs/big-cached.bin", harness: harness)
+        let files = try await harness.files()
+        #expect(files["/apps/netdiskfs/big-stream.bin"]?.md5 == streamed.md5)
+        #expect(files["/apps/netdiskfs/big-cached.bin"]?.md5 == cached.md5)
+        #expect(files["/apps/netdiskfs/big-cached.bin"]?.size == Int64(size))
+        await harness.stop()
+    }
+
+    @Test func tenPercentPartFailuresStillBitExact() async throws {
+        let harness = try await EmulatorHarness.start(faults: "superfile2:status=500:p=0.05,superfile2:reset:p=0.05")
+        let streamed = GeneratedContent(size: 12 * slice + 99, seed: 5)
+        _ = try await stream(streamed, to: "/apps/netdiskfs/flaky-s.bin", harness: harness)
+        let cached = GeneratedContent(size: 12 * slice + 98, seed: 6)
+        let file = try cached.writeFile()
+        defer { unlink(file) }
+        _ = try await upload(file: file, to: "/apps/netdiskfs/flaky-c.bin", harness: harness)
+        let files = try await harness.files()
+        #expect(files["/apps/netdiskfs/flaky-s.bin"]?.md5 == streamed.md5)
+        #expect(files["/apps/netdiskfs/flaky-c.bin"]?.md5 == cached.md5)
+        let fired = try await harness.stats()["faults_fired"] as? [String: Int]
+        #expect((fired?["superfile2"] ?? 0) > 0, "faults were actually injected")
+        await harness.stop()
+    }
+
+    @Test func md5MismatchLeadsToAResend() async throws {
+        let harness = try await EmulatorHarness.start(faults: "superfile2:badmd5:n=2")
+        let content = GeneratedContent(size: 3 * slice + 17, seed: 9)
+        _ = try await stream(content, to: "/apps/netdiskfs/badmd5.bin", harness: harness)
+        #expect(try await harness.files()["/apps/netdiskfs/badmd5.bin"]?.md5 == content.md5)
+        #expect(try await harness.partsReceived() == 5, "4 parts plus one resend of the corrupted part")
+        await harness.stop()
+    }
+
+    @Test func uploadIDExpiryMidStreamCommitsNothing() async throws {
+        let harness = try await EmulatorHarness.start(faults: "superfile2:expire-upload:n=3")
+        let content = GeneratedContent(size: 8 * slice, seed: 10)
+        var failure: NetdiskError?
+        do { _ = try await stream(content, to: "/apps/netdiskfs/expired.bin", harness: harness) }
+        catch let error as NetdiskError { failure = error }
+        #expect(failure == .uploadExpired || failure == .unknownUploadID)
+        #expect(failure.map { "\($0)" }?.contains("31363") == true || failure.map { "\($0)" }?.contains("31355") == true)
+        let files = try await harness.files()
+        #expect(files["/apps/netdiskfs/expired.bin"] == nil)
+        #expect(files.keys.filter { $0.contains(".netdiskfs-staging/") }.isEmpty)
+        await harness.stop()
+    }
+
+    @Test func uploadIDExpiryOnTheCachedPathRecovers() async throws {
+        let harness = try await EmulatorHarness.start(faults: "superfile2:expire-upload:n=3")
+        let content = GeneratedContent(size: 8 * slice + 1, seed: 11)
+        let file = try content.writeFile()
+        defer { unlink(file) }
+        _ = try await upload(file: file, to: "/apps/netdiskfs/recovered.bin", harness: harness)
+        #expect(try await harness.files()["/apps/netdiskfs/recovered.bin"]?.md5 == content.md5)
+        await harness.stop()
+    }
+
+    @Test func secondIdenticalPutIsARapidHitWithZeroParts() async throws {
+        let harness = try await EmulatorHarness.start()
+        let content = GeneratedContent(size: 5 * slice + 3, seed: 12)
+        let file = try content.writeFile()
+        defer { unlink(file) }
+        _ = try await upload(file: file, to: "/apps/netdiskfs/first.bin", harness: harness)
+        let before = try await harness.partsReceived()
+        _ = try await upload(file: file, to: "/apps/netdiskfs/second.bin", harness: harness)
+        #expect(try await harness.partsReceived() == before)
+        #expect(try await harness.files()["/apps/netdiskfs/second.bin"]?.md5 == content.md5)
+        await harness.stop()
+    }
+
+    @Test func writeBehindSentDataFallsBackExactlyAgainstAReferenceFile() async throws {
+        let harness = try await EmulatorHarness.start()
+        let content = GeneratedContent(size: 5 * slice + 777, seed: 13)
+        // The reference: what a local file would hold after the same writes.
+        var reference = [UInt8]()
+        content.forEachChunk(1 << 20) { chunk, _ in reference += chunk }
+        let header = [UInt8](repeating: 0xEE, count: 4096)
+        let index = [UInt8](repeating: 0x5A, count: 1000)
+        let session = FileWriteSession(api: harness.client, remotePath: "/apps/netdiskfs/muxed.mp4", mode: .streaming,
+                                       options: harness.options(), budget: MemoryBudget(bytes: 256 << 20), logger: testLogger)
+        let ref = reference
+        let entry = try await onForeignThread { () throws(NetdiskError) -> RemoteEntry in
+            var offset = 0
+            while offset < ref.count {
+                let n = min(1 << 20, ref.count - offset)
+                try session.write(ref[offset..<offset + n], at: Int64(offset))
+                offset += n
+                if offset == 3 * slice {
+                    try session.write(index[...], at: Int64(slice + 100))   // behind sent data: fallback
+                }
+            }
+            try session.write(header[...], at: 0)
+            #expect(session.isCached)
+            return try session.finish()
+        }
+        reference.replaceSubrange((slice + 100)..<(slice + 1100), with: index)
+        reference.replaceSubrange(0..<4096, with: header)
+        var hasher = MD5Hasher()
+        reference.withUnsafeBytes { hasher.update($0) }
+        let expected = hasher.finalizeHex()
+        #expect(entry.size == Int64(reference.count))
+        let files = try await harness.files()
+        #expect(files["/apps/netdiskfs/muxed.mp4"]?.md5 == expected)
+        #expect(files.keys.filter { $0.contains(".netdiskfs-staging/") }.isEmpty, "staging file deleted")
+        await harness.stop()
+    }
+
+    @Test func abortLeavesNothing() async throws {
+        let harness = try await EmulatorHarness.start()
+        let session = FileWriteSession(api: harness.client, remotePath: "/apps/netdiskfs/aborted.bin", mode: .streaming,
+                                       options: harness.options(), budget: MemoryBudget(bytes: 256 << 20), logger: testLogger)
+        let content = GeneratedContent(size: 6 * slice, seed: 14)
+        var data = [UInt8]()
+        content.forEachChunk(1 << 20) { chunk, _ in data += chunk }
+        let bytes = data
+        try await onForeignThread { () throws(NetdiskError) in try writeAll(session, bytes, chunk: 1 << 20) }
+        session.abort()
+        #expect(try await harness.partsReceived() > 0)
+        let files = try await harness.files()
+        #expect(files.isEmpty, "nothing committed anywhere: \(files.keys.sorted())")
+        await harness.stop()
+    }
+
+    @Test func crossingTheTierMaximumFailsBeforeSending() async throws {
+        let harness = try await EmulatorHarness.start()
+        let tier = try await harness.client.accountInfo().tier
+        let options = EngineOptions.forTier(tier, cacheDirectory: NSTemporaryDirectory() + "engine-e2e-" + UUID().uuidString)
+        #expect(options.effectiveMaxFileSize == 4_000_000_000)
+        let session = FileWriteSession(api: harness.client, remotePath: "/apps/netdiskfs/huge.bin", mode: .streaming,
+                                       options: options, budget: MemoryBudget(bytes: 64 << 20), logger: testLogger)
+        let byte: [UInt8] = [1]
+        let error: NetdiskError? = try await onForeignThread { () -> NetdiskError? in
+            do throws(NetdiskError) { try session.write(byte[...], at: 4_000_000_000); return nil } catch { return error }
+        }
+        #expect(error == .fileTooLarge(limit: 4_000_000_000))
+        #expect(try await harness.partsReceived() == 0)
+        session.abort()
+        #expect(try await harness.files().isEmpty)
+        await harness.stop()
+    }
+
+    @Test func emptyFileFromATouchIsCommitted() async throws {
+        let harness = try await EmulatorHarness.start()
+        let session = FileWriteSession(api: harness.client, remotePath: "/apps/netdiskfs/empty", mode: .streaming,
+                                       options: harness.options(), budget: MemoryBudget(bytes: 64 << 20), logger: testLogger)
+        let entry = try await onForeignThread { () throws(NetdiskError) in try session.finish() }
+        #expect(entry.size == 0)
+        #expect(try await harness.files()["/apps/netdiskfs/empty"]?.md5 == BaiduProtocol.emptyMD5)
+        await harness.stop()
+    }
+}
