@@ -159,9 +159,12 @@ final class CurlMultiLoop: @unchecked Sendable {
         _ = ndfs_curl_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status)
         var redirect: UnsafePointer<CChar>? = nil
         _ = ndfs_curl_getinfo_string(easy, CURLINFO_REDIRECT_URL, &redirect)
+        var connects = 0
+        _ = ndfs_curl_getinfo_long(easy, CURLINFO_NUM_CONNECTS, &connects)
         let body = transfer.responseBody
         transfer.responseBody = []
-        return .success(HTTPResponse(status: status, body: body, redirectURL: redirect.map { String(cString: $0) }))
+        return .success(HTTPResponse(status: status, body: body, redirectURL: redirect.map { String(cString: $0) },
+                                     connectionsOpened: connects))
     }
 
     private func recycle(_ easy: UnsafeMutableRawPointer) {
