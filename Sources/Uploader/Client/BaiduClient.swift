@@ -338,8 +338,11 @@ public final class BaiduClient: NetdiskAPI {
                          accept: (HTTPResponse) throws(NetdiskError) -> Void) async throws(NetdiskError) -> HTTPResponse {
         var retries = 0
         var refreshed = false
+        var refreshedToken: String?
         while true {
-            let token = try await tokens.accessToken()
+            let token: String
+            if let refreshedToken { token = refreshedToken } else { token = try await tokens.accessToken() }
+            refreshedToken = nil
             do throws(NetdiskError) {
                 let response = try await transport.send(build(token), logger: logger)
                 try accept(response)
@@ -348,7 +351,7 @@ public final class BaiduClient: NetdiskAPI {
                 if case .tokenInvalid = error, !refreshed {
                     refreshed = true
                     logger.debug("\(name): access token rejected (\(error)); refreshing once")
-                    _ = try await tokens.refresh(rejected: token)
+                    refreshedToken = try await tokens.refresh(rejected: token)
                     continue
                 }
                 guard retryPolicy.shouldRetry(error, afterRetries: retries) else {
