@@ -170,3 +170,20 @@ import Testing
         await #expect(throws: NetdiskError.dlinkExpired) { _ = try await client.download(dlink: dlink, offset: 0, length: 10) }
     }
 }
+
+@Suite struct IdempotencyTests {
+    @Test func deleteRetriedAfterALostAnswerSucceeds() async throws {
+        let harness = try await Harness.start()
+        defer { Task { await harness.stop() } }
+        _ = try await harness.client.makeDirectory(path: "/apps/t/gone")
+        try await harness.client.delete(paths: ["/apps/t/gone"])
+        // A retried delete that finds nothing means an earlier attempt did the work (its answer was lost).
+        // The emulator cannot lose an answer after doing the work, so: first attempt fails with a 5xx,
+        // the retry answers -9, and that counts as done.
+        try await harness.setFaults("filemanager:status=500:n=1")
+        try await harness.client.delete(paths: ["/apps/t/gone"])
+        #expect(try await harness.calls("filemanager") == 3)
+        // Without a retry, -9 is an error.
+        await #expect(throws: NetdiskError.notFound(code: -9)) { try await harness.client.delete(paths: ["/apps/t/gone"]) }
+    }
+}
