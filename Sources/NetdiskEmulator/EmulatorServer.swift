@@ -66,6 +66,7 @@ public final class EmulatorServer: Sendable {
         }
         let app = Application(
             responder: responder,
+            server: .http1(configuration: .init(additionalChannelHandlers: [ContinueHandler()])),
             configuration: .init(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in bound.succeed(channel.localAddress?.port ?? port) },
             logger: logger)
