@@ -47,6 +47,9 @@ final class CurlMultiLoop: @unchecked Sendable {
         }
     }
 
+    /// Wakes the loop so it notices a cancelled transfer at once rather than at the next progress callback.
+    func wake() { curl_multi_wakeup(multi) }
+
     /// Finishes the transfers in flight, then ends the thread.
     func stop() {
         queue.withLock { $0.stopping = true }
@@ -65,6 +68,7 @@ final class CurlMultiLoop: @unchecked Sendable {
             var stillRunning: Int32 = 0
             curl_multi_perform(multi, &stillRunning)
             collectFinished()
+            abortCancelled()
             // A wakeup that arrived since the queue was read makes this return at once.
             curl_multi_poll(multi, nil, 0, 1000, nil)
         }
@@ -145,6 +149,16 @@ final class CurlMultiLoop: @unchecked Sendable {
             let result = outcome(of: transfer, easy: easy, code: code)
             recycle(easy)
             transfer.complete(result)
+        }
+    }
+
+    /// Removes transfers whose task was cancelled; their continuations resume with `.cancelled` now.
+    private func abortCancelled() {
+        for (easy, transfer) in running where transfer.cancelled.load(ordering: .relaxed) {
+            curl_multi_remove_handle(multi, easy)
+            running[easy] = nil
+            recycle(easy)
+            transfer.complete(.failure(.cancelled))
         }
     }
 
