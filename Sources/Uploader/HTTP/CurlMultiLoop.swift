@@ -111,6 +111,9 @@ final class CurlMultiLoop: @unchecked Sendable {
             _ = ndfs_curl_setopt_long(easy, CURLOPT_LOW_SPEED_TIME, request.stallTimeout)
         }
         _ = ndfs_curl_setopt_long(easy, CURLOPT_TCP_KEEPALIVE, 1)
+        // HTTP/1.1: concurrent parts get a TCP connection each instead of sharing one multiplexed HTTP/2
+        // connection (and its single congestion window) to the upload host.
+        _ = ndfs_curl_setopt_long(easy, CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_1_1))
         _ = ndfs_curl_setopt_long(easy, CURLOPT_BUFFERSIZE, 512 << 10)
         _ = ndfs_curl_setopt_write_function(easy, curlWriteCallback)
         _ = ndfs_curl_setopt_pointer(easy, CURLOPT_WRITEDATA, context)
