@@ -64,14 +64,13 @@ final class BlobStore: Sendable {
         }
     }
 
-    /// Moves committed parts into the blob store (a part whose blob exists already is dropped).
+    /// Links committed parts into the blob store (a part whose blob exists already is skipped). The part
+    /// files stay until ``discardParts`` so a create that fails after this (a name conflict) can be retried.
     func commitParts(uploadID: String, parts: [(partseq: Int, md5: String)]) async throws {
         let moves = parts.map { (partPath(uploadID: uploadID, partseq: $0.partseq), blobPath($0.md5)) }
         try await run {
             for (from, to) in moves {
-                if access(to, F_OK) == 0 {
-                    unlink(from)
-                } else if rename(from, to) != 0 {
+                if link(from, to) != 0, errno != EEXIST {
                     throw POSIXError(.init(rawValue: errno) ?? .EIO)
                 }
             }
