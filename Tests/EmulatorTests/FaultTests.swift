@@ -71,6 +71,14 @@ struct FaultTests {
         }
     }
 
+    @Test func resetAfterServesTheCallButLosesTheAnswer() async throws {
+        try await withEmulator(configure: { $0.faults = "create:reset-after:n=1" }) { (emu: Emu) async throws in
+            let data = randomData(10)
+            await #expect(throws: (any Error).self) { _ = try await emu.upload("/lost-answer", data) }
+            #expect(try await emu.files()["/lost-answer"]?.md5 == md5Hex(data), "the create took effect")
+        }
+    }
+
     @Test func tokenExpiryNow() async throws {
         try await withEmulator(configure: { $0.faults = "list:expire-token:n=2" }) { (emu: Emu) async throws in
             #expect(try await emu.list("/").errno == 0)
