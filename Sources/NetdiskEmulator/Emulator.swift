@@ -95,7 +95,8 @@ final class Emulator: Sendable {
                 if route.endpoint != "cdn" { try await authorize(call.query["access_token"], family: route.family) }
             default: break
             }
-            return try await handle(route.endpoint, call)
+            let response = try await handle(route.endpoint, call)
+            return call.has(.resetAfter) ? Reply.reset() : response
         } catch let failure as BaiduFailure {
             switch route.family {
             case .xpan: return Reply.xpanError(failure)
@@ -146,7 +147,7 @@ final class Emulator: Sendable {
                 try await store.expireAllTokens()
             case .expireUpload:
                 try await store.expireUploads(call.query["uploadid"])
-            case .delay, .badMD5, .oauthError:
+            case .delay, .badMD5, .oauthError, .resetAfter:
                 break
             }
         }

@@ -13,11 +13,14 @@ public final class EmulatorServer: Sendable {
 
     /// Serves API, OAuth, locateupload, superfile2, downloads and `/__emulator/`.
     public var baseURL: String { emulator.baseURL }
+    /// Where content, parts and metadata live (a temp dir when the options named none).
+    public let dataDirectory: String
     /// The upload hosts locateupload returns.
     public var uploadURLs: [String] { emulator.uploadURLs }
 
-    private init(emulator: Emulator, tasks: [Task<Void, Never>], temporaryDirectory: String?) {
+    private init(emulator: Emulator, tasks: [Task<Void, Never>], dataDirectory: String, temporaryDirectory: String?) {
         self.emulator = emulator
+        self.dataDirectory = dataDirectory
         self.tasks = tasks
         self.temporaryDirectory = temporaryDirectory
     }
@@ -46,7 +49,8 @@ public final class EmulatorServer: Sendable {
             throw error
         }
         emulator.setURLs(main: urls[0], uploads: Array(urls.dropFirst()))
-        return EmulatorServer(emulator: emulator, tasks: tasks, temporaryDirectory: temporary)
+        return EmulatorServer(emulator: emulator, tasks: tasks, dataDirectory: options.dataDirectory ?? temporary!,
+                              temporaryDirectory: temporary)
     }
 
     public func shutdown() async {
@@ -66,6 +70,7 @@ public final class EmulatorServer: Sendable {
         }
         let app = Application(
             responder: responder,
+            server: .http1(configuration: .init(additionalChannelHandlers: [ContinueHandler()])),
             configuration: .init(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in bound.succeed(channel.localAddress?.port ?? port) },
             logger: logger)

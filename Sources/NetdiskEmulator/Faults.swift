@@ -5,8 +5,10 @@ import Synchronization
 enum FaultAction: Sendable, Equatable {
     /// Answer with this HTTP status and a small JSON body.
     case status(Int)
-    /// Send the response head and part of the body, then drop the connection.
+    /// Send the response head and part of the body, then drop the connection; the call has no effect.
     case reset
+    /// Serve the call (it takes effect), then answer like `reset`: the client cannot know it succeeded.
+    case resetAfter
     /// Wait this many seconds, then serve the call normally.
     case delay(Double)
     /// Answer with this Baidu errno (error_code on pcs hosts).
@@ -112,6 +114,7 @@ enum FaultSpec {
         case "500", "503", "502", "429":
             parsed = .status(Int(name)!)
         case "reset": parsed = .reset
+        case "reset-after", "drop": parsed = .resetAfter
         case "delay":
             guard let value, let seconds = parseDuration(value) else { throw .invalid("delay needs e.g. 200ms or 2s") }
             parsed = .delay(seconds)

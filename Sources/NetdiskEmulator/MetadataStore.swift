@@ -90,6 +90,8 @@ final class MetadataStore: Sendable {
     init(path: String) throws {
         var config = Configuration()
         config.busyMode = .timeout(10)
+        // WAL + NORMAL survives a crash of the emulator (not of the machine) and spares an fsync per part.
+        config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
         db = try DatabasePool(path: path, configuration: config)
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in

@@ -77,13 +77,7 @@ extension Emulator {
         guard let boundary = Multipart.boundary(contentType: call.request.headers[.contentType]) else {
             throw BaiduFailure(31023, "multipart/form-data body required")
         }
-        var request = call.request
-        let body: ByteBuffer
-        do {
-            body = try await request.collectBody(upTo: tier.maxSliceSize + (1 << 20))
-        } catch {
-            throw BaiduFailure(31364, "part is larger than the account's slice size")
-        }
+        let body = try await collectPart(call.request, limit: tier.maxSliceSize + (1 << 20))
         stats.received(body.readableBytes)
         guard let range = Multipart.fieldRange(in: body, boundary: boundary) else {
             throw BaiduFailure(31023, "multipart field 'file' not found")
@@ -96,6 +90,22 @@ extension Emulator {
         stats.part(uploadID: upload.uploadID, path: upload.path, partseq: partseq)
         return Reply.json(["md5": md5, "partseq": String(partseq), "uploadid": upload.uploadID,
                            "request_id": Random.requestID()])
+    }
+
+    /// Collects a superfile2 body into one buffer sized from Content-Length up front (no regrowth copies).
+    /// Bodies are bounded by the tier's slice size plus framing; larger ones are 31364 before they are read.
+    private func collectPart(_ request: Request, limit: Int) async throws -> ByteBuffer {
+        let declared = request.headers[.contentLength].flatMap(Int.init)
+        if let declared, declared > limit { throw BaiduFailure(31364, "part is larger than the account's slice size") }
+        var buffer = ByteBufferAllocator().buffer(capacity: declared ?? (1 << 20))
+        for try await chunk in request.body {
+            if buffer.readableBytes + chunk.readableBytes > limit {
+                throw BaiduFailure(31364, "part is larger than the account's slice size")
+            }
+            var chunk = chunk
+            buffer.writeBuffer(&chunk)
+        }
+        return buffer
     }
 
     func create(_ call: Call) async throws -> Response {

@@ -16,7 +16,7 @@ public struct EmulatorCommand: AsyncParsableCommand {
 
             Fault spec: comma-separated rules `endpoint:action[:p=0.1][:n=3][:count=K]`, e.g. \
             `superfile2:status=500:p=0.1,create:errno=31034:n=1,superfile2:reset:n=2,list:delay=200ms`. \
-            Actions: status=5xx, reset, delay=MS, errno=N, expire-token, expire-upload, badmd5, \
+            Actions: status=5xx, reset, reset-after, delay=MS, errno=N, expire-token, expire-upload, badmd5, \
             pending, slow_down, expired_token.
             """
     )

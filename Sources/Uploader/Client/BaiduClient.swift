@@ -305,7 +305,9 @@ public final class BaiduClient: NetdiskAPI {
         }
         var form: [(String, String)] = [("async", "0"), ("filelist", list)]
         if let ondup { form.append(("ondup", ondup.rawValue)) }
-        _ = try await call(operation, StatusAnswer.self) { token in
+        // Only a delete is safely "done" when its retry finds nothing; a move's source could have been absent all along.
+        let done: ((NetdiskError) -> Bool)? = operation == "delete" ? { if case .notFound = $0 { return true }; return false } : nil
+        _ = try await call(operation, StatusAnswer.self, alreadyDoneAfterRetry: done) { token in
             self.formPost(self.endpoints.api, "/rest/2.0/xpan/file", query: [("method", "filemanager"), ("opera", operation)],
                           token: token, form: form)
         }
@@ -327,19 +329,28 @@ public final class BaiduClient: NetdiskAPI {
     }
 
     /// Sends, checks and decodes one call with refresh and retries.
-    private func call<T: Decodable>(_ name: String, _ type: T.Type,
+    private func call<T: Decodable>(_ name: String, _ type: T.Type, alreadyDoneAfterRetry: ((NetdiskError) -> Bool)? = nil,
                                     _ build: (String) -> HTTPRequest) async throws(NetdiskError) -> T {
-        let response = try await execute(name, build) { response throws(NetdiskError) in try ResponseDecoding.check(response) }
+        let response = try await execute(name, build, alreadyDoneAfterRetry: alreadyDoneAfterRetry) { response throws(NetdiskError) in
+            try ResponseDecoding.check(response)
+        }
         return try ResponseDecoding.decode(T.self, from: response, call: name)
     }
 
     /// The retry loop: one token refresh on -6/111/31045, backoff on transient failures, nothing else retried.
+    ///
+    /// `alreadyDoneAfterRetry` recognises the answer a retried call gets when its first attempt did reach the
+    /// server before the connection failed (a delete retried after a reset finds nothing to delete).
     private func execute(_ name: String, _ build: (String) -> HTTPRequest,
+                         alreadyDoneAfterRetry: ((NetdiskError) -> Bool)? = nil,
                          accept: (HTTPResponse) throws(NetdiskError) -> Void) async throws(NetdiskError) -> HTTPResponse {
         var retries = 0
         var refreshed = false
+        var refreshedToken: String?
         while true {
-            let token = try await tokens.accessToken()
+            let token: String
+            if let refreshedToken { token = refreshedToken } else { token = try await tokens.accessToken() }
+            refreshedToken = nil
             do throws(NetdiskError) {
                 let response = try await transport.send(build(token), logger: logger)
                 try accept(response)
@@ -348,8 +359,12 @@ public final class BaiduClient: NetdiskAPI {
                 if case .tokenInvalid = error, !refreshed {
                     refreshed = true
                     logger.debug("\(name): access token rejected (\(error)); refreshing once")
-                    _ = try await tokens.refresh(rejected: token)
+                    refreshedToken = try await tokens.refresh(rejected: token)
                     continue
+                }
+                if retries > 0, let alreadyDoneAfterRetry, alreadyDoneAfterRetry(error) {
+                    logger.debug("\(name): \(error) after a retry; the first attempt had taken effect")
+                    return HTTPResponse(status: 200, body: Array("{}".utf8))
                 }
                 guard retryPolicy.shouldRetry(error, afterRetries: retries) else {
                     logger.debug("\(name) failed: \(error)")

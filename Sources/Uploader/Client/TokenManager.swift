@@ -48,7 +48,12 @@ public actor TokenManager {
     /// Refreshes unless the rejected token was already replaced; concurrent callers share one refresh.
     public func refresh(rejected: String) async throws(NetdiskError) -> String {
         if let tokens, tokens.accessToken != rejected, !tokens.needsRefresh() { return tokens.accessToken }
-        if let refreshing { return try await refreshing.value.get().accessToken }
+        if let refreshing {
+            // Install the result here too: this waiter may run before the refreshing caller resumes.
+            let pair = try await refreshing.value.get()
+            tokens = pair
+            return pair.accessToken
+        }
         guard let old = tokens else { throw NetdiskError.notLoggedIn("no credentials; run `netdiskfs login`") }
         let oauth = self.oauth, store = self.store, logger = self.logger
         let task = Task { () -> Result<TokenPair, NetdiskError> in

@@ -10,6 +10,16 @@ public struct Endpoints: Sendable, Equatable, Codable {
         self.oauth = Endpoints.trimmed(oauth)
     }
 
+    private enum CodingKeys: String, CodingKey { case api, upload, oauth }
+
+    /// Decoded URLs are normalized like constructed ones (no trailing slash), so issuer checks compare equal.
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(api: try container.decode(String.self, forKey: .api),
+                  upload: try container.decode(String.self, forKey: .upload),
+                  oauth: try container.decode(String.self, forKey: .oauth))
+    }
+
     public static let baidu = Endpoints(api: "https://pan.baidu.com", upload: "https://d.pcs.baidu.com",
                                         oauth: "https://openapi.baidu.com")
 

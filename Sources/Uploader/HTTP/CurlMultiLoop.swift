@@ -47,6 +47,9 @@ final class CurlMultiLoop: @unchecked Sendable {
         }
     }
 
+    /// Wakes the loop so it notices a cancelled transfer at once rather than at the next progress callback.
+    func wake() { curl_multi_wakeup(multi) }
+
     /// Finishes the transfers in flight, then ends the thread.
     func stop() {
         queue.withLock { $0.stopping = true }
@@ -65,6 +68,7 @@ final class CurlMultiLoop: @unchecked Sendable {
             var stillRunning: Int32 = 0
             curl_multi_perform(multi, &stillRunning)
             collectFinished()
+            abortCancelled()
             // A wakeup that arrived since the queue was read makes this return at once.
             curl_multi_poll(multi, nil, 0, 1000, nil)
         }
@@ -107,6 +111,9 @@ final class CurlMultiLoop: @unchecked Sendable {
             _ = ndfs_curl_setopt_long(easy, CURLOPT_LOW_SPEED_TIME, request.stallTimeout)
         }
         _ = ndfs_curl_setopt_long(easy, CURLOPT_TCP_KEEPALIVE, 1)
+        // HTTP/1.1: concurrent parts get a TCP connection each instead of sharing one multiplexed HTTP/2
+        // connection (and its single congestion window) to the upload host.
+        _ = ndfs_curl_setopt_long(easy, CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_1_1))
         _ = ndfs_curl_setopt_long(easy, CURLOPT_BUFFERSIZE, 512 << 10)
         _ = ndfs_curl_setopt_write_function(easy, curlWriteCallback)
         _ = ndfs_curl_setopt_pointer(easy, CURLOPT_WRITEDATA, context)
@@ -148,6 +155,16 @@ final class CurlMultiLoop: @unchecked Sendable {
         }
     }
 
+    /// Removes transfers whose task was cancelled; their continuations resume with `.cancelled` now.
+    private func abortCancelled() {
+        for (easy, transfer) in running where transfer.cancelled.load(ordering: .relaxed) {
+            curl_multi_remove_handle(multi, easy)
+            running[easy] = nil
+            recycle(easy)
+            transfer.complete(.failure(.cancelled))
+        }
+    }
+
     private func outcome(of transfer: CurlTransfer, easy: UnsafeMutableRawPointer,
                          code: CURLcode) -> Result<HTTPResponse, NetdiskError> {
         if transfer.cancelled.load(ordering: .relaxed) { return .failure(.cancelled) }
@@ -159,9 +176,12 @@ final class CurlMultiLoop: @unchecked Sendable {
         _ = ndfs_curl_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status)
         var redirect: UnsafePointer<CChar>? = nil
         _ = ndfs_curl_getinfo_string(easy, CURLINFO_REDIRECT_URL, &redirect)
+        var connects = 0
+        _ = ndfs_curl_getinfo_long(easy, CURLINFO_NUM_CONNECTS, &connects)
         let body = transfer.responseBody
         transfer.responseBody = []
-        return .success(HTTPResponse(status: status, body: body, redirectURL: redirect.map { String(cString: $0) }))
+        return .success(HTTPResponse(status: status, body: body, redirectURL: redirect.map { String(cString: $0) },
+                                     connectionsOpened: connects))
     }
 
     private func recycle(_ easy: UnsafeMutableRawPointer) {

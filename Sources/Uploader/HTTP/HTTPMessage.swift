@@ -59,11 +59,14 @@ public struct HTTPResponse: Sendable {
     public var body: [UInt8]
     /// The target of a 3xx answer, as curl resolved it against the request URL.
     public var redirectURL: String?
+    /// New connections this exchange had to open (0 when it reused a kept-alive one).
+    public var connectionsOpened: Int
 
-    public init(status: Int, body: [UInt8], redirectURL: String? = nil) {
+    public init(status: Int, body: [UInt8], redirectURL: String? = nil, connectionsOpened: Int = 0) {
         self.status = status
         self.body = body
         self.redirectURL = redirectURL
+        self.connectionsOpened = connectionsOpened
     }
 
     public var bodyText: String { String(decoding: body, as: UTF8.self) }

@@ -59,6 +59,7 @@ public final class HTTPTransport: Sendable {
             }
         } onCancel: {
             transfer.cancel()
+            loop.wake()
         }
         let elapsed = ContinuousClock.now - transfer.startedAt
         let millis = elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000
