@@ -228,18 +228,18 @@ struct MountTests {
 
     @Test func daemonStatusAndUnmountCommand() async throws {
         var options = EmulatorOptions()
-        options.faults = "superfile2:delay=300ms"
+        options.faults = "superfile2:delay=500ms"
         let fixture = try await MountFixture.make(emulatorOptions: options)
         do {
             let env = fixture.environment
             let base = "\(Binary.path) mount --endpoint \(fixture.emulator.baseURL) --cache-dir \(fixture.path)/cache \(fixture.mountpoint)"
             try await shell(base, environment: env)
             #expect(isMounted(fixture.mountpoint), "mount returns once mounted")
-            try await shell("head -c 33554432 /dev/urandom > \(fixture.local("slow"))")
+            try await shell("head -c 67108864 /dev/urandom > \(fixture.local("slow"))")
             let copy = try Spawned.start(["/bin/cp", fixture.local("slow"), fixture.mounted("slow")])
             var seen = ""
-            for _ in 0..<40 {
-                try await Task.sleep(for: .milliseconds(250))
+            for _ in 0..<100 {
+                try await Task.sleep(for: .milliseconds(100))
                 seen = try await shell("\(Binary.path) status", environment: env).stdout
                 if seen.contains("/slow") { break }
             }
@@ -248,7 +248,7 @@ struct MountTests {
             #expect(status == 0)
             try await shell("\(Binary.path) unmount \(fixture.mountpoint)", environment: env)
             #expect(!isMounted(fixture.mountpoint))
-            #expect(try await fixture.cloudFiles()[fixture.remote("slow")]?.size == 33554432)
+            #expect(try await fixture.cloudFiles()[fixture.remote("slow")]?.size == 67108864)
         } catch {
             await fixture.tearDown()
             throw error
