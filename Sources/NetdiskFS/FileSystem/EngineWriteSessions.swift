@@ -28,7 +28,6 @@ extension FileWriteSession: WriteSession {
 public struct EngineWriteSessionFactory: WriteSessionFactory {
     let api: any NetdiskAPI
     let options: EngineOptions
-    let sharedBudget: MemoryBudget
     let slots: StreamingSlots
     let perFileCap: Int
     let logger: Logger
@@ -36,8 +35,8 @@ public struct EngineWriteSessionFactory: WriteSessionFactory {
     public init(api: any NetdiskAPI, options: EngineOptions, maxMemory: Int, logger: Logger) {
         self.api = api
         self.options = options
-        self.perFileCap = options.sliceSize * (options.threads + options.reorderWindowSlices)
-        self.sharedBudget = MemoryBudget(bytes: maxMemory)
+        // The engine's pool holds at most max(threads + 1, reorder window) slices per file.
+        self.perFileCap = options.sliceSize * max(options.threads + 1, options.reorderWindowSlices)
         self.slots = StreamingSlots(count: max(1, maxMemory / perFileCap))
         self.logger = logger
     }
@@ -47,10 +46,12 @@ public struct EngineWriteSessionFactory: WriteSessionFactory {
         case .streaming:
             let session = FileWriteSession(api: api, remotePath: remotePath, mode: .streaming, options: options,
                                            budget: MemoryBudget(bytes: perFileCap), logger: logger)
-            return AdmittedSession(session, slots: slots)
+            return AdmittedSession(session, slots: slots, admitAtFirstWrite: true)
         case .cached(let existing):
-            return FileWriteSession(api: api, remotePath: remotePath, mode: .cached(existing: existing), options: options,
-                                    budget: sharedBudget, logger: logger)
+            // The cached path needs upload buffers only while committing: it takes a slot in finish.
+            let session = FileWriteSession(api: api, remotePath: remotePath, mode: .cached(existing: existing),
+                                           options: options, budget: MemoryBudget(bytes: perFileCap), logger: logger)
+            return AdmittedSession(session, slots: slots, admitAtFirstWrite: false)
         }
     }
 }
@@ -77,16 +78,19 @@ final class StreamingSlots: @unchecked Sendable {
     }
 }
 
-/// A streaming session that takes a slot at its first write and gives it back when it ends.
+/// A session that holds a slot while it has upload buffers (streaming: from its first write;
+/// cached: while committing) and gives it back when it ends.
 final class AdmittedSession: WriteSession, @unchecked Sendable {
     private let session: FileWriteSession
     private let slots: StreamingSlots
     private let lock = NSLock()
+    private let admitAtFirstWrite: Bool
     private var holding = false
 
-    init(_ session: FileWriteSession, slots: StreamingSlots) {
+    init(_ session: FileWriteSession, slots: StreamingSlots, admitAtFirstWrite: Bool) {
         self.session = session
         self.slots = slots
+        self.admitAtFirstWrite = admitAtFirstWrite
     }
 
     deinit { releaseSlot() }
@@ -107,7 +111,7 @@ final class AdmittedSession: WriteSession, @unchecked Sendable {
     }
 
     func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws {
-        admit()
+        if admitAtFirstWrite { admit() }
         try session.write(bytes, at: offset)
     }
 
@@ -116,7 +120,7 @@ final class AdmittedSession: WriteSession, @unchecked Sendable {
     }
 
     func truncate(to size: Int64) throws {
-        admit()
+        if admitAtFirstWrite { admit() }
         try session.truncate(to: size)
     }
 
@@ -125,6 +129,7 @@ final class AdmittedSession: WriteSession, @unchecked Sendable {
     var bytesUploaded: Int64 { session.bytesUploaded }
 
     func finish() throws -> RemoteEntry {
+        admit()
         defer { releaseSlot() }
         return try session.finish()
     }

@@ -52,12 +52,17 @@ public final class NetdiskFileSystem: Sendable {
 
     // MARK: metadata
 
+    /// The engine assembles streams and fallbacks here before moving them into place; not user data.
+    static let stagingDirectoryName = ".netdiskfs-staging"
+
     public func attributes(of path: String) throws -> FileAttributes {
         let remote = paths.remote(path)
         if let writer = handles.writer(for: remote) {
             return FileAttributes(isDirectory: false, size: writer.size, mtime: writer.mtime)
         }
-        guard let entry = try metadata.entry(at: remote) else { throw FileSystemError.notFound }
+        guard let entry = try metadata.entry(at: remote), entry.name != Self.stagingDirectoryName else {
+            throw FileSystemError.notFound
+        }
         return Self.attributes(of: entry)
     }
 
@@ -74,6 +79,7 @@ public final class NetdiskFileSystem: Sendable {
             guard entry.isDirectory else { throw FileSystemError.notDirectory }
         }
         var entries = try metadata.listing(of: remote).entries.mapValues(Self.attributes(of:))
+        entries[Self.stagingDirectoryName] = nil
         for writer in handles.writers(in: remote) {
             entries[RemotePath.split(writer.remotePath).name] = FileAttributes(isDirectory: false, size: writer.size, mtime: writer.mtime)
         }
