@@ -206,7 +206,7 @@ struct MountTests {
     @Test func startErrorsPrintOneLineAndMountNothing() async throws {
         let fixture = try await MountFixture.make()
         defer { Task { await fixture.tearDown() } }
-        let missing = try await shell("\(Binary.path) mount -f --endpoint \(fixture.emulator.baseURL) \(fixture.path)/nope",
+        let missing = try await shell("\(Binary.path) mount -f --endpoint \(fixture.emulator.baseURL) \(fixture.path)/no/such/dir",
                                       environment: fixture.environment, check: false)
         #expect(missing.status != 0)
         #expect(missing.stderr.split(separator: "\n").count == 1 && missing.stderr.contains("does not exist"), "\(missing.stderr)")

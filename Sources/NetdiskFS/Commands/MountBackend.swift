@@ -58,7 +58,7 @@ struct MountBackend: Sendable {
             logger.info("account \(account.name.isEmpty ? "(unnamed)" : account.name), \(account.tier.displayName)")
             let root = RemotePath(root: options.root ?? settings.remoteRoot).root
             try await ensureDirectory(root, client: client)
-            var engine = EngineOptions.forTier(account.tier, threads: 4,
+            var engine = EngineOptions.forTier(account.tier, sliceSize: sliceSize(for: account.tier), threads: 4,
                                                cacheDirectory: options.cacheDirectory ?? EngineOptions.defaultCacheDirectory())
             engine.conflictPolicy = .overwrite
             let writers = EngineWriteSessionFactory(api: client, options: engine, maxMemory: options.maxMemory ?? defaultMaxMemory,
@@ -71,6 +71,15 @@ struct MountBackend: Sendable {
             await server?.shutdown()
             throw error
         }
+    }
+
+    /// The smallest slice (from 4 MiB, doubling) whose 2048 parts still hold the tier's largest file:
+    /// 4 MiB normal, 8 MiB VIP, 16 MiB SVIP. Smaller slices than the tier allows keep a streaming
+    /// file's buffers (slice × (threads + 1)) and so the daemon's memory small.
+    static func sliceSize(for tier: AccountTier) -> Int {
+        var slice = BaiduProtocol.minFirstPartSize
+        while Int64(slice) * Int64(BaiduProtocol.maxParts) < tier.maxFileSize && slice < tier.maxSliceSize { slice *= 2 }
+        return slice
     }
 
     /// The mount's root must exist (Baidu apps start with an empty /apps/<name>).

@@ -162,6 +162,8 @@ public struct MountCommand: AsyncParsableCommand {
             if errno == ENOTCONN {
                 return "\(mountpoint) is a dead FUSE mount; clean it up with: fusermount3 -u \(mountpoint)"
             }
+            // `netdiskfs mount --emulator ~/baidu` should work on a fresh account: make the last component.
+            if errno == ENOENT && mkdir(mountpoint, 0o755) == 0 { return checkMountpoint(mountpoint) }
             return "mountpoint \(mountpoint) does not exist"
         }
         if st.st_mode & S_IFMT != S_IFDIR { return "mountpoint \(mountpoint) is not a directory" }
