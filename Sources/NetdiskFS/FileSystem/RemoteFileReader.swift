@@ -12,6 +12,9 @@ final class RemoteFileReader: @unchecked Sendable {
         var initialWindow = 1 << 20
         var maxWindow = 16 << 20
         var randomReadSize = 256 << 10
+        /// Windows fetched ahead concurrently: one ranged download runs well below a link's
+        /// throughput (measured ~250 MB/s against curl's 2.6 GB/s for one GET), several overlap.
+        var prefetchDepth = 3
     }
 
     private struct Window {
@@ -41,7 +44,7 @@ final class RemoteFileReader: @unchecked Sendable {
     private let tuning: Tuning
     private let lock = NSLock()
     private var current: Window?
-    private var prefetch: Prefetch?
+    private var prefetches: [Prefetch] = []
     private var nextExpected: Int64 = 0
     private var window: Int
 
@@ -55,7 +58,7 @@ final class RemoteFileReader: @unchecked Sendable {
 
     deinit {
         if let current { budget.release(current.reserved) }
-        if let prefetch {
+        for prefetch in prefetches {
             let budget = self.budget
             // The background fetch still owns its reservation until it finishes.
             Thread.detachNewThread { prefetch.done.wait(); budget.release(prefetch.reserved) }
@@ -82,8 +85,11 @@ final class RemoteFileReader: @unchecked Sendable {
                 copied += count
                 continue
             }
-            if let pending = prefetch, position >= pending.start, position < pending.start + Int64(pending.length) {
-                prefetch = nil
+            if let index = prefetches.firstIndex(where: { position >= $0.start && position < $0.start + Int64($0.length) }) {
+                let pending = prefetches.remove(at: index)
+                // Windows before this one were skipped: drop them (they release when done).
+                for skipped in prefetches.prefix(index) { dropLater(skipped) }
+                prefetches.removeFirst(index)
                 pending.done.wait()
                 switch pending.result! {
                 case .success(let bytes):
@@ -122,13 +128,32 @@ final class RemoteFileReader: @unchecked Sendable {
         replaceCurrent(Window(start: position, bytes: bytes, reserved: reserved))
     }
 
-    /// Starts fetching the window after the current one, if none is in flight and memory allows.
+    private func dropLater(_ prefetch: Prefetch) {
+        let budget = self.budget
+        Thread.detachNewThread { prefetch.done.wait(); budget.release(prefetch.reserved) }
+    }
+
+    /// Keeps up to `prefetchDepth` windows after the current one in flight, while memory allows.
     private func startPrefetchIfUseful() {
-        guard prefetch == nil, let current, current.end < entry.size else { return }
-        let length = Int(min(Int64(window), entry.size - current.end))
+        guard let current else { return }
+        if let first = prefetches.first, first.start != current.end {
+            // The reader jumped: what is in flight no longer follows it.
+            prefetches.forEach(dropLater)
+            prefetches.removeAll()
+        }
+        while prefetches.count < tuning.prefetchDepth {
+            let start = prefetches.last.map { $0.start + Int64($0.length) } ?? current.end
+            guard start < entry.size else { return }
+            startPrefetch(at: start)
+            if prefetches.last?.start != start { return }
+        }
+    }
+
+    private func startPrefetch(at start: Int64) {
+        let length = Int(min(Int64(window), entry.size - start))
         guard budget.reserve(length) else { return }
-        let pending = Prefetch(start: current.end, length: length, reserved: length)
-        prefetch = pending
+        let pending = Prefetch(start: start, length: length, reserved: length)
+        prefetches.append(pending)
         let links = self.links, fsID = entry.fsID
         // A plain thread, not a Task: the download helper blocks while the async client works.
         Thread.detachNewThread {
