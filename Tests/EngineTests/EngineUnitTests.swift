@@ -324,3 +324,27 @@ func writeAll(_ session: FileWriteSession, _ data: [UInt8], chunk: Int = 10_000)
         #expect(!session.isCached)
     }
 }
+
+@Suite struct MemoryBudgetTests {
+    /// Eight files streaming at once through a budget of three slices: writers wait, none deadlocks.
+    @Test(.timeLimit(.minutes(1))) func manyWritersShareASmallBudget() async throws {
+        let api = FakeNetdisk()
+        let budget = MemoryBudget(bytes: 3 * testSlice)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<8 {
+                group.addTask {
+                    let data = SplitMix.bytes(9 * testSlice + index, seed: UInt64(100 + index))
+                    let session = FileWriteSession(api: api, remotePath: "/many/\(index)", mode: .streaming,
+                                                   options: testOptions(threads: 4), budget: budget, logger: testLogger)
+                    _ = try await onForeignThread { () throws(NetdiskError) -> RemoteEntry in
+                        try writeAll(session, data, chunk: 20_000)
+                        return try session.finish()
+                    }
+                    #expect(api.content("/many/\(index)") == data)
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(budget.inUse == 0, "every buffer went back to the budget")
+    }
+}
