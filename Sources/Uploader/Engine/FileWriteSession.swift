@@ -35,6 +35,8 @@ public final class FileWriteSession: @unchecked Sendable {
     private let sizeLock = NSLock()
     private var publishedSize: Int64 = 0
     private var state: State
+    /// The streaming buffer pool, reachable without the session lock so abort can wake a blocked writer.
+    private let streamPool: BufferPool?
 
     private enum State {
         case streaming(StreamingState)
@@ -59,8 +61,10 @@ public final class FileWriteSession: @unchecked Sendable {
             let pool = BufferPool(bufferSize: options.sliceSize, limit: max(options.threads + 1, options.reorderWindowSlices),
                                   budget: budget)
             state = .streaming(StreamingState(slice: options.sliceSize, pool: pool))
+            streamPool = pool
         case .cached(let existing):
             counters = ProgressCounters(mode: .cached, observer: progressObserver)
+            streamPool = nil
             // Creating the cache file can fail; that failure is reported by the first call.
             do throws(NetdiskError) {
                 let cache = try SparseCache(directory: options.cacheDirectory, size: existing?.size ?? 0, backing: existing,
@@ -262,7 +266,9 @@ public final class FileWriteSession: @unchecked Sendable {
     }
 
     /// Unlink or shutdown: stops everything; nothing is committed at the target path.
+    /// A writer blocked for backpressure is woken (its write fails with `.cancelled`) first.
     public func abort() {
+        streamPool?.cancel()
         lock.lock(); defer { lock.unlock() }
         switch state {
         case .streaming(let stream):
