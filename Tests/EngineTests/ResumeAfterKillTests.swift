@@ -26,7 +26,7 @@ struct ResumeAfterKillTests {
             environment["XDG_CACHE_HOME"] = cacheHome
             process.environment = environment
             if let log {
-                FileManager.default.createFile(atPath: log, contents: nil)
+                _ = FileManager.default.createFile(atPath: log, contents: nil)
                 process.standardError = FileHandle(forWritingAtPath: log)
             }
             try process.run()
