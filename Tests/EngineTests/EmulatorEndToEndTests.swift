@@ -267,3 +267,24 @@ struct RangedDownloadTests {
         await harness.stop()
     }
 }
+
+@Suite("staging sweep")
+struct StagingSweepTests {
+    @Test func abandonedStagingFilesAreDeletedAndFreshOnesKept() async throws {
+        let harness = try await EmulatorHarness.start()
+        let staging = "/apps/netdiskfs/.netdiskfs-staging"
+        let content = GeneratedContent(size: slice + 5, seed: 3)
+        _ = try await stream(content, to: staging + "/abandoned", harness: harness)
+        _ = try await stream(GeneratedContent(size: 10, seed: 4), to: "/apps/netdiskfs/keep.txt", harness: harness)
+        // Nothing is older than a day yet.
+        #expect(await StagingSweeper.sweep(api: harness.client, directory: staging, logger: testLogger) == 0)
+        // Seen from two days later, the staging file is abandoned; files outside staging are untouched.
+        let later = Int64(Date().timeIntervalSince1970) + 2 * 86_400
+        #expect(await StagingSweeper.sweep(api: harness.client, directory: staging, now: later, logger: testLogger) == 1)
+        let files = try await harness.files()
+        #expect(files[staging + "/abandoned"] == nil)
+        #expect(files["/apps/netdiskfs/keep.txt"] != nil)
+        #expect(await StagingSweeper.sweep(api: harness.client, directory: "/apps/none", logger: testLogger) == 0)
+        await harness.stop()
+    }
+}
