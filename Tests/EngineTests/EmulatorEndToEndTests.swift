@@ -235,3 +235,56 @@ struct EmulatorEndToEndTests {
         await harness.stop()
     }
 }
+
+@Suite("get against the emulator")
+struct RangedDownloadTests {
+    @Test func rangedDownloadIsBitExactAndRefetchesAnExpiredDlink() async throws {
+        // The 2nd and 3rd download calls answer 31360 (dlink expired): the dlink is fetched again.
+        let harness = try await EmulatorHarness.start()
+        let content = GeneratedContent(size: 5 * slice + 12345, seed: 42)
+        let entry = try await stream(content, to: "/apps/netdiskfs/get.bin", harness: harness)
+        try await harness.setFaults("download:errno=31360:n=2:count=2")
+        let target = NSTemporaryDirectory() + "engine-get-" + UUID().uuidString
+        defer { unlink(target) }
+        let download = RangedDownload(api: harness.client, connections: 3, chunkSize: 1 << 20, logger: testLogger)
+        let client = harness.client
+        let progress = ProgressCounters(mode: .streaming)
+        try await onForeignThread { () throws(NetdiskError) in
+            let found = try awaitBlocking { () async throws(NetdiskError) -> RemoteEntry in
+                try await lookUpRemote("/apps/netdiskfs/get.bin", api: client)
+            }
+            #expect(found.fsID == entry.fsID)
+            try download.run(found, into: try FileSink(path: target, size: found.size), progress: progress)
+        }
+        let local = try LocalFileSource(path: target)
+        let digest = try CachedUpload(api: harness.client, options: harness.options(), budget: MemoryBudget(bytes: 64 << 20),
+                                      progress: ProgressCounters(mode: .cached), logger: testLogger).hash(local)
+        #expect(digest.contentMD5 == content.md5)
+        let calls = try await harness.stats()["calls"] as? [String: Int] ?? [:]
+        #expect((calls["filemetas"] ?? 0) >= 2, "the expired dlink was fetched again")
+        let fired = try await harness.stats()["faults_fired"] as? [String: Int] ?? [:]
+        #expect(fired["download"] == 2, "the 31360 answers were injected")
+        await harness.stop()
+    }
+}
+
+@Suite("staging sweep")
+struct StagingSweepTests {
+    @Test func abandonedStagingFilesAreDeletedAndFreshOnesKept() async throws {
+        let harness = try await EmulatorHarness.start()
+        let staging = "/apps/netdiskfs/.netdiskfs-staging"
+        let content = GeneratedContent(size: slice + 5, seed: 3)
+        _ = try await stream(content, to: staging + "/abandoned", harness: harness)
+        _ = try await stream(GeneratedContent(size: 10, seed: 4), to: "/apps/netdiskfs/keep.txt", harness: harness)
+        // Nothing is older than a day yet.
+        #expect(await StagingSweeper.sweep(api: harness.client, directory: staging, logger: testLogger) == 0)
+        // Seen from two days later, the staging file is abandoned; files outside staging are untouched.
+        let later = Int64(Date().timeIntervalSince1970) + 2 * 86_400
+        #expect(await StagingSweeper.sweep(api: harness.client, directory: staging, now: later, logger: testLogger) == 1)
+        let files = try await harness.files()
+        #expect(files[staging + "/abandoned"] == nil)
+        #expect(files["/apps/netdiskfs/keep.txt"] != nil)
+        #expect(await StagingSweeper.sweep(api: harness.client, directory: "/apps/none", logger: testLogger) == 0)
+        await harness.stop()
+    }
+}

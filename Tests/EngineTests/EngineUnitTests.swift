@@ -324,3 +324,113 @@ func writeAll(_ session: FileWriteSession, _ data: [UInt8], chunk: Int = 10_000)
         #expect(!session.isCached)
     }
 }
+
+@Suite struct MemoryBudgetTests {
+    /// Eight files streaming at once through a budget of three slices: writers wait, none deadlocks.
+    @Test(.timeLimit(.minutes(1))) func manyWritersShareASmallBudget() async throws {
+        let api = FakeNetdisk()
+        let budget = MemoryBudget(bytes: 3 * testSlice)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<8 {
+                group.addTask {
+                    let data = SplitMix.bytes(9 * testSlice + index, seed: UInt64(100 + index))
+                    let session = FileWriteSession(api: api, remotePath: "/many/\(index)", mode: .streaming,
+                                                   options: testOptions(threads: 4), budget: budget, logger: testLogger)
+                    _ = try await onForeignThread { () throws(NetdiskError) -> RemoteEntry in
+                        try writeAll(session, data, chunk: 20_000)
+                        return try session.finish()
+                    }
+                    #expect(api.content("/many/\(index)") == data)
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(budget.inUse == 0, "every buffer went back to the budget")
+    }
+}
+
+@Suite struct AbortTests {
+    /// A writer blocked because every buffer is in flight is woken by abort, and nothing is committed.
+    @Test(.timeLimit(.minutes(1))) func abortWakesABlockedWriter() async throws {
+        let api = FakeNetdisk()
+        let gate = Gate()
+        let slowAPI = GatedNetdisk(inner: api, gate: gate)
+        let session = FileWriteSession(api: slowAPI, remotePath: "/blocked", mode: .streaming, options: testOptions(threads: 1),
+                                       budget: MemoryBudget(bytes: 64 << 20), logger: testLogger)
+        let data = SplitMix.bytes(10 * testSlice, seed: 55)
+        let writer = Task {
+            try await onForeignThread { () -> NetdiskError? in
+                do throws(NetdiskError) { try writeAll(session, data, chunk: testSlice); return nil } catch { return error }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(300))   // the writer is now blocked on backpressure
+        session.abort()
+        let outcome = try await writer.value
+        #expect(outcome == .cancelled)
+        gate.open()
+        #expect(api.paths.isEmpty)
+    }
+}
+
+/// A one-way gate threads can wait on.
+final class Gate: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var isOpen = false
+    func open() { condition.lock(); isOpen = true; condition.broadcast(); condition.unlock() }
+    func wait() { condition.lock(); while !isOpen { condition.wait() }; condition.unlock() }
+}
+
+/// Holds every part upload until the gate opens: uploads "in flight" forever.
+final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
+    let inner: FakeNetdisk
+    let gate: Gate
+    init(inner: FakeNetdisk, gate: Gate) {
+        self.inner = inner
+        self.gate = gate
+    }
+    func accountInfo() async throws(NetdiskError) -> AccountInfo { try await inner.accountInfo() }
+    func quota() async throws(NetdiskError) -> Quota { try await inner.quota() }
+    func list(directory: String, start: Int, limit: Int) async throws(NetdiskError) -> [RemoteEntry] {
+        try await inner.list(directory: directory, start: start, limit: limit)
+    }
+    func downloadLinks(fsIDs: [UInt64]) async throws(NetdiskError) -> [UInt64: String] { try await inner.downloadLinks(fsIDs: fsIDs) }
+    func download(dlink: String, offset: Int64, length: Int) async throws(NetdiskError) -> [UInt8] {
+        try await inner.download(dlink: dlink, offset: offset, length: length)
+    }
+    func precreate(path: String, size: Int64, blockList: [String], contentMD5: String?, sliceMD5: String?,
+                   localMtime: Int64?, policy: ConflictPolicy) async throws(NetdiskError) -> PrecreateResult {
+        try await inner.precreate(path: path, size: size, blockList: blockList, contentMD5: contentMD5, sliceMD5: sliceMD5,
+                                  localMtime: localMtime, policy: policy)
+    }
+    func precreateStreaming(path: String, policy: ConflictPolicy) async throws(NetdiskError) -> String {
+        try await inner.precreateStreaming(path: path, policy: policy)
+    }
+    func uploadPart(path: String, uploadID: String, partseq: Int, bytes: PartBytes) async throws(NetdiskError) -> String {
+        // Wait on a dedicated thread so the cooperative pool stays free.
+        let gate = self.gate
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            Thread {
+                gate.wait()
+                continuation.resume()
+            }.start()
+        }
+        return try await inner.uploadPart(path: path, uploadID: uploadID, partseq: partseq, bytes: bytes)
+    }
+    func create(path: String, size: Int64, uploadID: String, blockList: [String], localMtime: Int64?,
+                policy: ConflictPolicy) async throws(NetdiskError) -> RemoteEntry {
+        try await inner.create(path: path, size: size, uploadID: uploadID, blockList: blockList, localMtime: localMtime, policy: policy)
+    }
+    func rapidUpload(path: String, size: Int64, contentMD5: String, sliceMD5: String,
+                     policy: ConflictPolicy) async throws(NetdiskError) -> RemoteEntry? {
+        try await inner.rapidUpload(path: path, size: size, contentMD5: contentMD5, sliceMD5: sliceMD5, policy: policy)
+    }
+    func makeDirectory(path: String) async throws(NetdiskError) -> RemoteEntry { try await inner.makeDirectory(path: path) }
+    func delete(paths: [String]) async throws(NetdiskError) { try await inner.delete(paths: paths) }
+    func move(from: String, toDirectory: String, newName: String, ondup: DuplicatePolicy) async throws(NetdiskError) {
+        try await inner.move(from: from, toDirectory: toDirectory, newName: newName, ondup: ondup)
+    }
+    func copy(from: String, toDirectory: String, newName: String, ondup: DuplicatePolicy) async throws(NetdiskError) {
+        try await inner.copy(from: from, toDirectory: toDirectory, newName: newName, ondup: ondup)
+    }
+    func rename(path: String, newName: String) async throws(NetdiskError) { try await inner.rename(path: path, newName: newName) }
+}

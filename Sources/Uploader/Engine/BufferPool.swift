@@ -22,6 +22,11 @@ public final class SectionBuffer: @unchecked Sendable {
 /// `acquire` blocks the (foreign) producer thread when every buffer is in flight: that is the
 /// engine's backpressure. Buffers are allocated lazily and reused, so steady-state streaming
 /// allocates nothing and RSS stays flat however long the file is.
+///
+/// Waiting for the budget never blocks inside the budget: a pool waiting for more memory must
+/// still notice its own buffers coming back (otherwise every file waits on the budget while
+/// holding buffers of its own: a deadlock with many concurrent writers). Under contention,
+/// released buffers go back to the budget instead of the free list, so files share fairly.
 public final class BufferPool: @unchecked Sendable {
     public let bufferSize: Int
     public let limit: Int
@@ -48,10 +53,14 @@ public final class BufferPool: @unchecked Sendable {
                 return buffer
             }
             if allocated < limit {
-                allocated += 1
-                condition.unlock()
-                budget.reserve(bufferSize)   // may wait for other files to finish
-                return SectionBuffer(capacity: bufferSize)
+                if budget.tryReserve(bufferSize) {
+                    allocated += 1
+                    condition.unlock()
+                    return SectionBuffer(capacity: bufferSize)
+                }
+                // The budget is full: wait for one of ours to come back, or retry the budget shortly.
+                _ = condition.wait(until: Date(timeIntervalSinceNow: 0.01))
+                continue
             }
             condition.wait()
         }
@@ -59,7 +68,7 @@ public final class BufferPool: @unchecked Sendable {
 
     public func release(_ buffer: SectionBuffer) {
         condition.lock()
-        if cancelled || allocated > limit {
+        if cancelled || allocated > limit || (allocated > 1 && budget.isContended) {
             allocated -= 1
             condition.unlock()
             budget.release(bufferSize)

@@ -89,6 +89,7 @@ public struct CachedUpload: Sendable {
                                                sliceMD5: digest.sliceMD5)
                 }
             }
+            logger.info("upload of \(remotePath): uploadid \(uploadID), sending \(needed.count) of \(digest.blockList.count) parts")
             resumed = nil
             // An empty file is committed without parts; a server that wants one gets an empty part.
             if digest.size == 0 && !emptyNeedsPart { needed = [] }
@@ -107,7 +108,11 @@ public struct CachedUpload: Sendable {
                     continue
                 }
                 let expired = error == .uploadExpired || error == .unknownUploadID
-                guard expired, freshAttemptsLeft > 0 else { throw error }
+                // A resumed upload whose parts landed on another upload host than this run's
+                // (the journal cannot re-pin the client's host yet) fails create with errno 10.
+                var resumedElsewhere = false
+                if case .createFailed = error, record?.doneParts.isEmpty == false { resumedElsewhere = true }
+                guard expired || resumedElsewhere, freshAttemptsLeft > 0 else { throw error }
                 freshAttemptsLeft -= 1
                 if let id = record?.id { journal?.remove(record: id) }
                 logger.warning("upload of \(remotePath): uploadid \(uploadID) no longer valid (\(error)); starting a fresh upload")

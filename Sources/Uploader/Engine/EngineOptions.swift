@@ -88,14 +88,26 @@ public final class MemoryBudget: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Reserves only if it fits now.
+    private var lastRefusal: UInt64 = 0
+
+    /// Reserves only if it fits now; a refusal marks the budget contended for a moment.
     public func tryReserve(_ bytes: Int) -> Bool {
         let amount = min(bytes, capacity)
         condition.lock()
         defer { condition.unlock() }
-        guard used + amount <= capacity else { return false }
+        guard used + amount <= capacity else {
+            lastRefusal = DispatchTime.now().uptimeNanoseconds
+            return false
+        }
         used += amount
         return true
+    }
+
+    /// True when someone was refused in the last 100 ms: pools then give idle buffers back.
+    public var isContended: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return lastRefusal != 0 && DispatchTime.now().uptimeNanoseconds - lastRefusal < 100_000_000
     }
 
     public func release(_ bytes: Int) {

@@ -35,6 +35,8 @@ public final class FileWriteSession: @unchecked Sendable {
     private let sizeLock = NSLock()
     private var publishedSize: Int64 = 0
     private var state: State
+    /// The streaming buffer pool, reachable without the session lock so abort can wake a blocked writer.
+    private let streamPool: BufferPool?
 
     private enum State {
         case streaming(StreamingState)
@@ -59,8 +61,10 @@ public final class FileWriteSession: @unchecked Sendable {
             let pool = BufferPool(bufferSize: options.sliceSize, limit: max(options.threads + 1, options.reorderWindowSlices),
                                   budget: budget)
             state = .streaming(StreamingState(slice: options.sliceSize, pool: pool))
+            streamPool = pool
         case .cached(let existing):
             counters = ProgressCounters(mode: .cached, observer: progressObserver)
+            streamPool = nil
             // Creating the cache file can fail; that failure is reported by the first call.
             do throws(NetdiskError) {
                 let cache = try SparseCache(directory: options.cacheDirectory, size: existing?.size ?? 0, backing: existing,
@@ -108,10 +112,18 @@ public final class FileWriteSession: @unchecked Sendable {
             if let error = stream.pipeline?.error { fail(error); throw error }
             if stream.accepts(offset: offset, end: end, window: options.reorderWindowSlices) {
                 do throws(NetdiskError) {
-                    try stream.copy(bytes, at: offset)
+                    // A full head part is submitted before the next part's buffer is acquired, so a
+                    // file never waits for memory while holding a part it could already send.
+                    var refused = false
+                    try stream.copy(bytes, at: offset) { () throws(NetdiskError) in
+                        if !refused, try advance(stream) == .refused { refused = true }
+                    }
                     counters.addWritten(Int64(bytes.count))
                     publish(stream.size)
-                    if try advance(stream) == .refused { try fallBack(stream, reason: "the server refused the streaming precreate") }
+                    if !refused, try advance(stream) == .refused { refused = true }
+                    if refused {
+                        try fallBack(stream, reason: "the server refused the streaming precreate")
+                    }
                 } catch {
                     fail(error); throw error
                 }
@@ -254,7 +266,9 @@ public final class FileWriteSession: @unchecked Sendable {
     }
 
     /// Unlink or shutdown: stops everything; nothing is committed at the target path.
+    /// A writer blocked for backpressure is woken (its write fails with `.cancelled`) first.
     public func abort() {
+        streamPool?.cancel()
         lock.lock(); defer { lock.unlock() }
         switch state {
         case .streaming(let stream):
@@ -486,7 +500,9 @@ final class StreamingState: @unchecked Sendable {
         offset >= frontier && end <= Int64(sentParts + window) * Int64(slice)
     }
 
-    func copy(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws(NetdiskError) {
+    /// Copies into the window; `afterPart` runs after each part touched (to submit a part it filled).
+    func copy(_ bytes: UnsafeRawBufferPointer, at offset: Int64,
+              afterPart: () throws(NetdiskError) -> Void = {}) throws(NetdiskError) {
         guard !bytes.isEmpty else {
             size = max(size, offset)
             return
@@ -503,8 +519,9 @@ final class StreamingState: @unchecked Sendable {
             slot.written.insert(Int64(local)..<Int64(local + n))
             cursor += Int64(n)
             source += n
+            size = max(size, cursor)
+            if cursor < end { try afterPart() }
         }
-        size = max(size, end)
     }
 
     /// Free space of the head slot at `offset` (the end of the file), for a producer to fill in place.

@@ -74,13 +74,14 @@ final class OrderedPipeline: @unchecked Sendable {
         return md5s
     }
 
-    /// Fails the pipeline with `reason` (default `.cancelled`), drops queued parts and waits for the workers.
+    /// Fails the pipeline with `reason` (default `.cancelled`) and drops queued parts. Returns at once:
+    /// parts already on the wire finish (or time out) in the background and release their buffers then,
+    /// so an unlink never waits for the network.
     func cancel(_ reason: NetdiskError = .cancelled) {
         condition.lock()
         if failure == nil { failure = reason }
         closed = true
         condition.broadcast()
-        while liveWorkers > 0 { condition.wait() }
         condition.unlock()
     }
 
