@@ -34,6 +34,7 @@ public final class EmulatorServer: Sendable {
         var tasks: [Task<Void, Never>] = []
         var urls: [String] = []
         do {
+            try await emulator.blobs.removeOrphanParts(keeping: try await emulator.store.uploadIDs())
             for listener in 0...max(1, options.uploadHostCount) {
                 let port = listener == 0 ? options.port : 0
                 let (url, task) = try await startListener(emulator, host: options.host, port: port, listener: listener,
