@@ -129,6 +129,17 @@ final class BlobStore: Sendable {
         }
     }
 
+    /// Removes part files no open upload owns (left by a crash mid-write or a create cut short).
+    func removeOrphanParts(keeping uploadIDs: Set<String>) async throws {
+        let dir = root + "/parts"
+        try await run {
+            for name in try FileManager.default.contentsOfDirectory(atPath: dir) {
+                let owner = name.split(separator: ".").first.map(String.init) ?? ""
+                if name.contains(".tmp-") || !uploadIDs.contains(owner) { unlink(dir + "/" + name) }
+            }
+        }
+    }
+
     /// Removes the part files of an abandoned upload.
     func discardParts(uploadID: String, partseqs: [Int]) async {
         let paths = partseqs.map { partPath(uploadID: uploadID, partseq: $0) }

@@ -2,13 +2,14 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import ServiceLifecycle
 import Synchronization
 
 /// A running Baidu-compatible server: one main listener (OAuth, API, downloads, admin, and the default
 /// upload host) plus `uploadHostCount` extra upload listeners on their own ports, handed out by locateupload.
 public final class EmulatorServer: Sendable {
     private let emulator: Emulator
-    private let tasks: [Task<Void, Never>]
+    private let listeners: [Listener]
     private let temporaryDirectory: String?
 
     /// Serves API, OAuth, locateupload, superfile2, downloads and `/__emulator/`.
@@ -18,10 +19,21 @@ public final class EmulatorServer: Sendable {
     /// The upload hosts locateupload returns.
     public var uploadURLs: [String] { emulator.uploadURLs }
 
-    private init(emulator: Emulator, tasks: [Task<Void, Never>], dataDirectory: String, temporaryDirectory: String?) {
+    /// One running Hummingbird application and the service group that runs it.
+    private struct Listener: Sendable {
+        let group: ServiceGroup
+        let task: Task<Void, Never>
+
+        func stop() async {
+            await group.triggerGracefulShutdown()
+            await task.value
+        }
+    }
+
+    private init(emulator: Emulator, listeners: [Listener], dataDirectory: String, temporaryDirectory: String?) {
         self.emulator = emulator
+        self.listeners = listeners
         self.dataDirectory = dataDirectory
-        self.tasks = tasks
         self.temporaryDirectory = temporaryDirectory
     }
 
@@ -31,31 +43,32 @@ public final class EmulatorServer: Sendable {
         let temporary = options.dataDirectory == nil
             ? NSTemporaryDirectory() + "/netdiskfs-emulator-" + Random.hex(8) : nil
         let emulator = try Emulator(options: options, dataDirectory: options.dataDirectory ?? temporary!, logger: logger)
-        var tasks: [Task<Void, Never>] = []
+        var listeners: [Listener] = []
         var urls: [String] = []
         do {
+            try await emulator.blobs.removeOrphanParts(keeping: try await emulator.store.uploadIDs())
             for listener in 0...max(1, options.uploadHostCount) {
                 let port = listener == 0 ? options.port : 0
-                let (url, task) = try await startListener(emulator, host: options.host, port: port, listener: listener,
-                                                          logger: logger)
+                let (url, running) = try await startListener(emulator, host: options.host, port: port, listener: listener,
+                                                             logger: logger)
                 urls.append(url)
-                tasks.append(task)
+                listeners.append(running)
             }
         } catch {
-            for task in tasks { task.cancel() }
-            for task in tasks { await task.value }
+            for listener in listeners { await listener.stop() }
             await emulator.blobs.shutdown()
             if let temporary { try? FileManager.default.removeItem(atPath: temporary) }
             throw error
         }
         emulator.setURLs(main: urls[0], uploads: Array(urls.dropFirst()))
-        return EmulatorServer(emulator: emulator, tasks: tasks, dataDirectory: options.dataDirectory ?? temporary!,
+        return EmulatorServer(emulator: emulator, listeners: listeners, dataDirectory: options.dataDirectory ?? temporary!,
                               temporaryDirectory: temporary)
     }
 
+    /// Stops accepting, lets calls in flight finish (idle keep-alive connections are closed), then
+    /// closes the database and removes a temporary data directory.
     public func shutdown() async {
-        for task in tasks { task.cancel() }
-        for task in tasks { await task.value }
+        for listener in listeners { await listener.stop() }
         await emulator.blobs.shutdown()
         try? emulator.store.db.close()
         if let temporaryDirectory { try? FileManager.default.removeItem(atPath: temporaryDirectory) }
@@ -63,7 +76,7 @@ public final class EmulatorServer: Sendable {
 
     /// Starts one Hummingbird application and waits until it is bound (or failed to bind).
     private static func startListener(_ emulator: Emulator, host: String, port: Int, listener: Int,
-                                      logger: Logger) async throws -> (String, Task<Void, Never>) {
+                                      logger: Logger) async throws -> (String, Listener) {
         let bound = BindSignal()
         let responder = CallbackResponder<BasicRequestContext> { request, _ in
             await emulator.respond(request, listener: listener)
@@ -74,17 +87,25 @@ public final class EmulatorServer: Sendable {
             configuration: .init(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in bound.succeed(channel.localAddress?.port ?? port) },
             logger: logger)
+        let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
         let task = Task {
             do {
-                try await app.runService(gracefulShutdownSignals: [])
+                try await group.run()
                 bound.fail(CancellationError())
             } catch {
                 bound.fail(error)
             }
         }
-        let actualPort = try await bound.wait()
+        let running = Listener(group: group, task: task)
+        let actualPort: Int
+        do {
+            actualPort = try await bound.wait()
+        } catch {
+            await running.stop()
+            throw error
+        }
         let printableHost = host.contains(":") ? "[\(host)]" : host
-        return ("http://\(printableHost):\(actualPort)", task)
+        return ("http://\(printableHost):\(actualPort)", running)
     }
 }
 

@@ -322,7 +322,7 @@ final class MetadataStore: Sendable {
     }
 
     /// Moves or copies one file or tree to `dest`. ondup: "fail" → -8 on conflict, "overwrite" replaces,
-    /// "newcopy" renames.
+    /// "newcopy" renames, "skip" leaves both as they are.
     func transfer(from: String, to dest: String, copy: Bool, ondup: String, quota: Int64) async throws {
         try await db.write { db in
             guard let source = try Self.file(db, from) else { throw BaiduFailure.notFound(from) }
@@ -335,6 +335,8 @@ final class MetadataStore: Sendable {
                 case "overwrite":
                     try db.execute(sql: "DELETE FROM files WHERE path = ? OR path LIKE ? ESCAPE '\\'",
                                    arguments: [existing.path, Self.likePrefix(existing.path)])
+                case "skip":
+                    return
                 case "newcopy":
                     var attempt = 1
                     repeat {
@@ -460,6 +462,10 @@ final class MetadataStore: Sendable {
             try db.execute(sql: "DELETE FROM uploads WHERE uploadid = ?", arguments: [uploadID])
             return record
         }
+    }
+
+    func uploadIDs() async throws -> Set<String> {
+        Set(try await db.read { db in try String.fetchAll(db, sql: "SELECT uploadid FROM uploads") })
     }
 
     func openUploadCount() async throws -> Int {

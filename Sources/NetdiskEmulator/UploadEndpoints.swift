@@ -22,7 +22,9 @@ extension Emulator {
         if let size {
             guard size >= 0 else { throw BaiduFailure.badParameter }
             if size > tier.maxFileSize { throw BaiduFailure(31365, "file is too large") }
-            if try await store.usedBytes() + size > options.quota { throw BaiduFailure(-10, "quota exceeded") }
+            // An overwrite (rtype 3) frees the replaced file's bytes.
+            let replaced = rtype == 3 ? (try await store.file(at: path)).map { $0.isDir ? 0 : $0.size } ?? 0 : 0
+            if try await store.usedBytes() - replaced + size > options.quota { throw BaiduFailure(-10, "quota exceeded") }
             if let contentMD5 = call.fields["content-md5"], let sliceMD5 = call.fields["slice-md5"],
                let hit = try await findContent(md5: contentMD5.lowercased(), size: size, sliceMD5: sliceMD5.lowercased()) {
                 let record = try await store.place(

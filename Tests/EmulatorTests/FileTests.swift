@@ -50,6 +50,10 @@ struct FileTests {
             var files = try await emu.files()
             #expect(files["/dst/a.bin"]?.md5 == md5Hex(a))
             #expect(files["/src/a.bin"] == nil)
+            // ondup=skip leaves both files alone
+            #expect(try await manage(emu, "copy", #"[{"path":"/src/sub/b.bin","dest":"/dst","newname":"a.bin"}]"#,
+                                     ondup: "skip").errno == 0)
+            #expect(try await emu.files()["/dst/a.bin"]?.md5 == md5Hex(a))
             // rename, then a rename onto an existing name fails
             #expect(try await manage(emu, "rename", #"[{"path":"/dst/a.bin","newname":"c.bin"}]"#).errno == 0)
             #expect(try await manage(emu, "rename", #"[{"path":"/backup/src/a.bin","newname":"sub"}]"#).errno == -8)

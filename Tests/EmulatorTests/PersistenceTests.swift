@@ -20,12 +20,16 @@ struct PersistenceTests {
         let blobs = try FileManager.default.contentsOfDirectory(atPath: dir + "/blobs")
         #expect(blobs.count == 2, "content stored once per distinct part: \(blobs)")
 
+        // A part left behind by a crash, owned by no upload, is cleaned up at start.
+        #expect(FileManager.default.createFile(atPath: dir + "/parts/N1-orphan.0", contents: Data([1])))
         var options = EmulatorOptions()
         options.dataDirectory = dir
         let server = try await EmulatorServer.start(options)
         let second = Emu(server: server, token: token)
         do {
             #expect(try await second.get("/api/quota").errno == 0, "the old token still works")
+            #expect(!FileManager.default.fileExists(atPath: dir + "/parts/N1-orphan.0"))
+            #expect(FileManager.default.fileExists(atPath: dir + "/parts/\(id).0"), "the open upload's part is kept")
             let files = try await second.files()
             #expect(files["/keep/a.bin"]?.md5 == md5Hex(data))
             #expect(files["/keep/b.bin"]?.md5 == md5Hex(data))

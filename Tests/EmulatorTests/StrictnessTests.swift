@@ -131,8 +131,11 @@ struct StrictnessTests {
             #expect(try await emu.precreate("/a", size: 4 * MiB, blocks: [md5Hex(Data([1]))]).errno == -10)
             #expect(try await emu.upload("/b", randomData(2 * MiB)).errno == 0)
             #expect(try await emu.upload("/c", randomData(2 * MiB)).errno == -10)
+            // Overwriting frees the old file's bytes.
+            #expect(try await emu.upload("/b", randomData(2 * MiB + 1), rtype: 3).errno == 0)
             // Rapid upload counts against the quota too.
             let stored = try await emu.files()["/b"]!
+            #expect(stored.size == 2 * MiB + 1)
             #expect(try await emu.create("/d", size: stored.size, blocks: [stored.md5!], uploadID: nil).errno == -10)
         }
     }

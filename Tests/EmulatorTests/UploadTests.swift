@@ -145,3 +145,35 @@ struct UploadTests {
         }
     }
 }
+
+@Suite("HTTP details")
+struct HTTPDetailTests {
+    /// libcurl asks `Expect: 100-continue` before large bodies; without the interim answer it stalls.
+    @Test func expect100ContinueIsAnswered() async throws {
+        try await withEmulator { (emu: Emu) async throws in
+            let data = randomData(2 * MiB)
+            let file = NSTemporaryDirectory() + "emulator-expect-" + UUID().uuidString
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            try data.write(to: URL(fileURLWithPath: file))
+            let id = try #require(try await emu.precreate("/e.bin", size: data.count, blocks: [md5Hex(data)]).json["uploadid"] as? String)
+            let url = emu.base + "/rest/2.0/pcs/superfile2?method=upload&type=tmpfile&path=/e.bin&uploadid=\(id)&partseq=0&access_token=\(emu.token)"
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = ["curl", "-sv", "--expect100-timeout", "20", "-H", "Expect: 100-continue", "-F", "file=@\(file)", url]
+            let out = Pipe(), err = Pipe()
+            process.standardOutput = out
+            process.standardError = err
+            let start = ContinuousClock.now
+            try process.run()
+            let (body, trace) = await Task.detached {
+                (out.fileHandleForReading.readDataToEndOfFile(), err.fileHandleForReading.readDataToEndOfFile())
+            }.value
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0)
+            #expect(String(decoding: trace, as: UTF8.self).contains("HTTP/1.1 100 Continue"))
+            #expect(ContinuousClock.now - start < .seconds(15), "curl waited for its expect timeout")
+            let json = try JSONSerialization.jsonObject(with: body) as? [String: Any]
+            #expect(json?["md5"] as? String == md5Hex(data))
+        }
+    }
+}
