@@ -80,7 +80,8 @@ import Testing
         let started = ContinuousClock.now
         task.cancel()
         let result = await task.result
-        #expect(ContinuousClock.now - started < .milliseconds(300))
+        // Far below the 5 s the server holds the answer; generous because the suite runs in parallel on 2 cores.
+        #expect(ContinuousClock.now - started < .seconds(2))
         #expect(throws: NetdiskError.cancelled) { _ = try result.get() }
     }
 }
