@@ -33,6 +33,22 @@ struct MountTests {
         }
     }
 
+    /// `cat` of a file arrives as 1 MiB reads, several at once and slightly out of order; the
+    /// read path must still fetch it in a few large ranges (it once made one per 1–2 MiB).
+    @Test func sequentialReadFetchesFewLargeRanges() async throws {
+        try await withMount { m in
+            let size = 96 << 20
+            try await shell("head -c \(size) /dev/urandom > \(m.local("seq")) && cp \(m.local("seq")) \(m.mounted("seq"))")
+            try await shell("curl -sf -X POST \(m.emulator.baseURL)/__emulator/stats/reset")
+            try await shell("cmp \(m.local("seq")) \(m.mounted("seq"))")
+            let stats = Data(try await shell("curl -sf \(m.emulator.baseURL)/__emulator/stats").stdout.utf8)
+            let calls = try #require((try JSONSerialization.jsonObject(with: stats) as? [String: Any])?["calls"] as? [String: Any])
+            let ranges = (calls["cdn"] as? NSNumber)?.intValue ?? 0
+            // Windows of 1, 1, 2, 4, 8, then 16 MiB: about 10 ranges for 96 MiB.
+            #expect(ranges >= 1 && ranges <= 16, "\(ranges) ranged downloads for 96 MiB")
+        }
+    }
+
     @Test func tarOfThousandFilesThenDiff() async throws {
         try await withMount { m in
             try await shell("""
