@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import Synchronization
 import NetdiskEmulator
 import Testing
 import Uploader
@@ -171,6 +172,55 @@ struct MountTests {
             try await shell("for i in $(seq 1 8); do head -c 67108864 /dev/urandom > \(m.local("c$i")); done")
             try await shell("for i in $(seq 1 8); do cp \(m.local("c$i")) \(m.mounted("c$i")) & done; fail=0; for j in $(jobs -p); do wait $j || fail=1; done; exit $fail")
             try await shell("for i in $(seq 1 8); do cmp \(m.local("c$i")) \(m.mounted("c$i")); done")
+        }
+    }
+
+    /// One thread writing several new files in turn (an event-loop downloader does this): every
+    /// file holds a buffer it is filling, so the global budget must not make the next file's first
+    /// write wait for a whole other file to finish, which this same thread would never do.
+    @Test func oneThreadInterleavingFiveFiles() async throws {
+        try await withMount { m in
+            let files = 5, chunk = 1 << 20, chunks = 24
+            let paths = (0..<files).map { m.mounted("il\($0)") }
+            let finished = Mutex(false)
+            let failure = Mutex<String?>(nil)
+            let writer = Thread {
+                defer { finished.withLock { $0 = true } }
+                let fds = paths.map { open($0, O_WRONLY | O_CREAT | O_TRUNC, 0o644) }
+                guard fds.allSatisfy({ $0 >= 0 }) else { failure.withLock { $0 = "open: \(errno)" }; return }
+                var block = [UInt8](repeating: 0, count: chunk)
+                for index in 0..<chunks {
+                    for (file, fd) in fds.enumerated() {
+                        for i in stride(from: 0, to: chunk, by: 512) { block[i] = UInt8(truncatingIfNeeded: file &* 7 &+ index &* 13 &+ i >> 9) }
+                        guard block.withUnsafeBytes({ write(fd, $0.baseAddress, chunk) }) == chunk else {
+                            failure.withLock { $0 = "write: \(errno)" }
+                            return
+                        }
+                    }
+                }
+                for fd in fds where close(fd) != 0 { failure.withLock { $0 = "close: \(errno)" } }
+            }
+            writer.start()
+            var waited = 0
+            while !finished.withLock({ $0 }) && waited < 1200 {
+                try await Task.sleep(for: .milliseconds(100))
+                waited += 1
+            }
+            try #require(finished.withLock { $0 }, "the writer is still blocked after 120 s: the budget starved it")
+            #expect(failure.withLock { $0 } == nil)
+            let cloud = try await m.cloudFiles()
+            for file in 0..<files {
+                #expect(cloud[m.remote("il\(file)")]?.size == Int64(chunk * chunks), "il\(file) committed whole")
+            }
+            // The content round-trips: regenerate one file locally and compare.
+            var local = [UInt8]()
+            var block = [UInt8](repeating: 0, count: chunk)
+            for index in 0..<chunks {
+                for i in stride(from: 0, to: chunk, by: 512) { block[i] = UInt8(truncatingIfNeeded: 3 &* 7 &+ index &* 13 &+ i >> 9) }
+                local += block
+            }
+            try Data(local).write(to: URL(fileURLWithPath: m.local("il3")))
+            try await shell("cmp \(m.local("il3")) \(paths[3])")
         }
     }
 

@@ -20,9 +20,9 @@ struct MountBackend: Sendable {
         var maxMemory: Int?
     }
 
-    /// The default global write-buffer budget: one streaming file needs slice × (threads + reorder
-    /// window) = 24 MiB at 4 MiB slices; 48 MiB lets two stream at full speed and keeps the daemon
-    /// under ~96 MiB resident. More files wait for buffers; they never fail.
+    /// The default global write-buffer budget: one streaming file uses up to slice × (threads +
+    /// reorder window) = 24 MiB at 4 MiB slices; 48 MiB lets two stream at full speed and keeps the
+    /// daemon under ~96 MiB resident. More files share it and wait for buffers; they never fail.
     static let defaultMaxMemory = 48 << 20
 
     let api: any NetdiskAPI
