@@ -11,6 +11,8 @@ final class Emulator: Sendable {
     let blobs: BlobStore
     let faults: FaultInjector
     let stats = EmulatorStats()
+    /// Rotates locateupload's host order (see `locateupload`).
+    let locateTurn = Mutex(0)
     let logger: Logger
     private let urls = Mutex<(main: String, uploads: [String])>(("", []))
 

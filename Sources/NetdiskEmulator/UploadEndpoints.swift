@@ -48,8 +48,14 @@ extension Emulator {
                            "block_list": Array(blockList.indices), "request_id": Random.requestID()])
     }
 
+    /// The upload hosts, in an order that rotates with every call: Baidu does not promise the same
+    /// host twice, so a client must pin the host per uploadid (and journal it to resume elsewhere).
     func locateupload() -> Response {
-        let servers = uploadURLs
+        var servers = uploadURLs
+        if !servers.isEmpty {
+            let turn = locateTurn.withLock { turn -> Int in defer { turn &+= 1 }; return turn }
+            servers = Array(servers[(turn % servers.count)...] + servers[..<(turn % servers.count)])
+        }
         return Reply.json([
             "error_code": 0, "host": servers.first.map { String($0.dropFirst("http://".count)) } ?? "",
             "servers": servers.map { ["server": $0] }, "bak_servers": [[String: String]](),

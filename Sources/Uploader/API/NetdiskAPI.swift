@@ -34,4 +34,16 @@ public protocol NetdiskAPI: Sendable {
     func move(from: String, toDirectory: String, newName: String, ondup: DuplicatePolicy) async throws(NetdiskError)
     func copy(from: String, toDirectory: String, newName: String, ondup: DuplicatePolicy) async throws(NetdiskError)
     func rename(path: String, newName: String) async throws(NetdiskError)
+
+    /// The upload host parts of this uploadid go to (locateupload's answer, pinned), for a resume
+    /// journal; nil from implementations that do not pin hosts.
+    func pinnedUploadHost(path: String, uploadID: String) async throws(NetdiskError) -> String?
+    /// Pins an uploadid to the host an earlier run used: every part and the create of one uploadid
+    /// must reach the same host, or create fails with errno 10.
+    func pinUploadHost(_ host: String, uploadID: String) async
+}
+
+extension NetdiskAPI {
+    public func pinnedUploadHost(path: String, uploadID: String) async throws(NetdiskError) -> String? { nil }
+    public func pinUploadHost(_ host: String, uploadID: String) async {}
 }

@@ -184,6 +184,14 @@ public final class BaiduClient: NetdiskAPI {
         }
     }
 
+    public func pinnedUploadHost(path: String, uploadID: String) async throws(NetdiskError) -> String? {
+        try await uploadHost(path: path, uploadID: uploadID)
+    }
+
+    public func pinUploadHost(_ host: String, uploadID: String) async {
+        await uploads.pin(host, for: uploadID)
+    }
+
     private func locateUpload(path: String, uploadID: String) async throws(NetdiskError) -> String {
         let answer = try await call("locateupload", LocateAnswer.self) { token in
             HTTPRequest(method: .get, url: URLBuilder(self.endpoints.upload, "/rest/2.0/pcs/file")

@@ -29,6 +29,12 @@ actor UploadHostRegistry {
 
     func pinnedHost(for uploadID: String) -> String? { hosts[uploadID] }
 
+    /// A host an earlier run used for this uploadid (from a resume journal): it wins over asking again.
+    func pin(_ host: String, for uploadID: String) {
+        if hosts[uploadID] == nil { remember(uploadID) }
+        hosts[uploadID] = host
+    }
+
     func markStreaming(_ uploadID: String) {
         streaming.insert(uploadID)
         remember(uploadID)

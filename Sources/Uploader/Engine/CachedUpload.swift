@@ -89,6 +89,16 @@ public struct CachedUpload: Sendable {
                                                sliceMD5: digest.sliceMD5)
                 }
             }
+            if let current = record, let journal {
+                // Parts of one uploadid must all reach one host: reuse the journaled one, or journal it now.
+                if let host = current.host {
+                    _ = try? awaitBlocking { () async throws(NetdiskError) in await api.pinUploadHost(host, uploadID: uploadID) }
+                } else if let host = try? awaitBlocking({ () async throws(NetdiskError) -> String? in
+                    try await api.pinnedUploadHost(path: remotePath, uploadID: uploadID)
+                }) {
+                    journal.setHost(record: current.id, host: host)
+                }
+            }
             logger.info("upload of \(remotePath): uploadid \(uploadID), sending \(needed.count) of \(digest.blockList.count) parts")
             resumed = nil
             // An empty file is committed without parts; a server that wants one gets an empty part.
@@ -108,8 +118,8 @@ public struct CachedUpload: Sendable {
                     continue
                 }
                 let expired = error == .uploadExpired || error == .unknownUploadID
-                // A resumed upload whose parts landed on another upload host than this run's
-                // (the journal cannot re-pin the client's host yet) fails create with errno 10.
+                // A resumed upload journaled before its host was (or whose host is gone) can fail
+                // create with errno 10: start it afresh.
                 var resumedElsewhere = false
                 if case .createFailed = error, record?.doneParts.isEmpty == false { resumedElsewhere = true }
                 guard expired || resumedElsewhere, freshAttemptsLeft > 0 else { throw error }

@@ -92,6 +92,13 @@ public final class UploadJournal: @unchecked Sendable {
         }
     }
 
+    /// Records the upload host the parts go to, so a resumed run sends the rest to the same one.
+    public func setHost(record: Int64, host: String) {
+        _ = try? queue.write { db in
+            try db.execute(sql: "UPDATE upload SET host = ? WHERE id = ?", arguments: [host, record])
+        }
+    }
+
     public func markDone(record: Int64, partseq: Int, md5: String) {
         _ = try? queue.write { db in
             try db.execute(sql: "INSERT OR REPLACE INTO part (uploadRow, partseq, md5) VALUES (?, ?, ?)",
