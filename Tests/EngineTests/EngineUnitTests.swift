@@ -347,6 +347,34 @@ func writeAll(_ session: FileWriteSession, _ data: [UInt8], chunk: Int = 10_000)
         }
         #expect(budget.inUse == 0, "every buffer went back to the budget")
     }
+
+    /// One thread writing to more files, in turn, than the budget has slices: each file holds a
+    /// partly filled buffer only that thread can complete, so a file's first buffer must not wait.
+    @Test(.timeLimit(.minutes(1))) func oneThreadInterleavingMoreFilesThanTheBudgetHolds() async throws {
+        let api = FakeNetdisk()
+        let budget = MemoryBudget(bytes: 3 * testSlice)
+        let files = 7
+        let contents = (0..<files).map { SplitMix.bytes(3 * testSlice + 777 * $0, seed: UInt64(300 + $0)) }
+        let sessions = (0..<files).map {
+            FileWriteSession(api: api, remotePath: "/interleaved/\($0)", mode: .streaming, options: testOptions(threads: 2),
+                             budget: budget, logger: testLogger)
+        }
+        _ = try await onForeignThread { () throws(NetdiskError) -> Int in
+            let chunk = testSlice / 4
+            var offset = 0
+            while contents.contains(where: { offset < $0.count }) {
+                for (session, data) in zip(sessions, contents) where offset < data.count {
+                    let end = min(offset + chunk, data.count)
+                    try session.write(data[offset..<end], at: Int64(offset))
+                }
+                offset += chunk
+            }
+            for session in sessions { _ = try session.finish() }
+            return 0
+        }
+        for (index, data) in contents.enumerated() { #expect(api.content("/interleaved/\(index)") == data) }
+        #expect(budget.inUse == 0, "every buffer went back to the budget")
+    }
 }
 
 @Suite struct AbortTests {

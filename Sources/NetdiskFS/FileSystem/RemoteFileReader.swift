@@ -193,7 +193,7 @@ final class RemoteFileReader: @unchecked Sendable {
         }
         while prefetches.count < tuning.prefetchDepth {
             let heldEnd = windows.map(\.end).max() ?? frontier
-            let start = max(prefetches.last?.end ?? heldEnd, frontier)
+            let start = max(prefetches.last?.end ?? heldEnd, heldEnd, frontier)
             guard start < entry.size else { return }
             let length = Int(min(Int64(window), entry.size - start))
             guard budget.reserve(length) else { return }

@@ -41,9 +41,12 @@ public protocol NetdiskAPI: Sendable {
     /// Pins an uploadid to the host an earlier run used: every part and the create of one uploadid
     /// must reach the same host, or create fails with errno 10.
     func pinUploadHost(_ host: String, uploadID: String) async
+    /// Drops a pinned host (it stopped answering), so the next part asks locateupload again.
+    func forgetUploadHost(uploadID: String) async
 }
 
 extension NetdiskAPI {
     public func pinnedUploadHost(path: String, uploadID: String) async throws(NetdiskError) -> String? { nil }
     public func pinUploadHost(_ host: String, uploadID: String) async {}
+    public func forgetUploadHost(uploadID: String) async {}
 }

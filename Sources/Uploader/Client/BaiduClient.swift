@@ -192,6 +192,10 @@ public final class BaiduClient: NetdiskAPI {
         await uploads.pin(host, for: uploadID)
     }
 
+    public func forgetUploadHost(uploadID: String) async {
+        await uploads.forget(uploadID)
+    }
+
     private func locateUpload(path: String, uploadID: String) async throws(NetdiskError) -> String {
         let answer = try await call("locateupload", LocateAnswer.self) { token in
             HTTPRequest(method: .get, url: URLBuilder(self.endpoints.upload, "/rest/2.0/pcs/file")

@@ -52,6 +52,15 @@ public final class BufferPool: @unchecked Sendable {
                 buffer.count = 0
                 return buffer
             }
+            if allocated == 0 {
+                // A file's first buffer never waits on the budget: others' partly filled buffers
+                // may hold all of it, and only this file's writer (perhaps the same thread) can
+                // fill them. Memory is then bounded by max(budget, files being written × slice).
+                budget.forceReserve(bufferSize)
+                allocated += 1
+                condition.unlock()
+                return SectionBuffer(capacity: bufferSize)
+            }
             if allocated < limit {
                 if budget.tryReserve(bufferSize) {
                     allocated += 1

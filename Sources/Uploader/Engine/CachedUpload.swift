@@ -56,6 +56,11 @@ public struct CachedUpload: Sendable {
 
         var freshAttemptsLeft = 2
         var emptyNeedsPart = false
+        /// After a create refused for mixed hosts (errno 10), the server may hand back the same
+        /// uploadid and call every part present: then every part is sent again to one host.
+        var resendEverything = false
+        /// The journaled host this run pinned, if any: a dead one must not block resume forever.
+        var usedJournaledHost = false
         while true {
             let api = self.api, policy = options.conflictPolicy
             // Precreate even when resuming: a server that resumes the same uploadid says exactly which
@@ -82,6 +87,7 @@ public struct CachedUpload: Sendable {
             } else {
                 uploadID = freshID
                 needed = result.missingParts.filter { $0 >= 0 && $0 < digest.blockList.count }.sorted()
+                if resendEverything { needed = Array(0..<digest.blockList.count) }
                 record = resumed
                 if record == nil, let journal, let identity {
                     record = try journal.begin(remotePath: remotePath, source: identity, sliceSize: slice, uploadID: freshID,
@@ -91,9 +97,10 @@ public struct CachedUpload: Sendable {
             }
             if let current = record, let journal {
                 // Parts of one uploadid must all reach one host: reuse the journaled one, or journal it now.
-                if let host = current.host {
-                    _ = try? awaitBlocking { () async throws(NetdiskError) in await api.pinUploadHost(host, uploadID: uploadID) }
-                } else if let host = try? awaitBlocking({ () async throws(NetdiskError) -> String? in
+                if let host = current.host, (try? URLPolicy.check(host)) != nil {
+                    try awaitBlocking { () async throws(NetdiskError) in await api.pinUploadHost(host, uploadID: uploadID) }
+                    usedJournaledHost = true
+                } else if let host = try awaitBlocking({ () async throws(NetdiskError) -> String? in
                     try await api.pinnedUploadHost(path: remotePath, uploadID: uploadID)
                 }) {
                     journal.setHost(record: current.id, host: host)
@@ -122,8 +129,21 @@ public struct CachedUpload: Sendable {
                 // create with errno 10: start it afresh.
                 var resumedElsewhere = false
                 if case .createFailed = error, record?.doneParts.isEmpty == false { resumedElsewhere = true }
-                guard expired || resumedElsewhere, freshAttemptsLeft > 0 else { throw error }
+                // The journaled host no longer answers (parts gave up on transport errors or 5xx).
+                var hostFailure = false
+                switch error {
+                case .transport: hostFailure = true
+                case .http(let status): hostFailure = status >= 500
+                default: break
+                }
+                let journaledHostGone = usedJournaledHost && hostFailure
+                guard expired || resumedElsewhere || journaledHostGone, freshAttemptsLeft > 0 else { throw error }
                 freshAttemptsLeft -= 1
+                resendEverything = resumedElsewhere || journaledHostGone
+                usedJournaledHost = false
+                if journaledHostGone {
+                    try awaitBlocking { () async throws(NetdiskError) in await api.forgetUploadHost(uploadID: uploadID) }
+                }
                 if let id = record?.id { journal?.remove(record: id) }
                 logger.warning("upload of \(remotePath): uploadid \(uploadID) no longer valid (\(error)); starting a fresh upload")
             }

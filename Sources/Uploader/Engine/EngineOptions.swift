@@ -90,6 +90,13 @@ public final class MemoryBudget: @unchecked Sendable {
 
     private var lastRefusal: UInt64 = 0
 
+    /// Takes `bytes` even past the capacity (a file's first buffer: see `BufferPool.acquire`).
+    public func forceReserve(_ bytes: Int) {
+        condition.lock()
+        used += min(bytes, capacity)
+        condition.unlock()
+    }
+
     /// Reserves only if it fits now; a refusal marks the budget contended for a moment.
     public func tryReserve(_ bytes: Int) -> Bool {
         let amount = min(bytes, capacity)
