@@ -20,8 +20,8 @@ public struct ConfigPaths: Sendable, Equatable {
 
 /// `config.json`: the app credentials, endpoints and remote root.
 ///
-/// JSON rather than TOML: no TOML library is available to the build, JSON needs no new dependency
-/// (Foundation decodes it), and the credentials file next to it is JSON too. Every key is optional.
+/// JSON rather than TOML: Foundation decodes it, so a handful of keys needs no extra dependency,
+/// and the credentials file next to it is JSON too. Every key is optional.
 public struct NetdiskConfig: Sendable, Equatable, Codable {
     public var clientID: String?
     public var clientSecret: String?
