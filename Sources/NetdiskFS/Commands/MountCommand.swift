@@ -15,7 +15,22 @@ import Uploader
 public struct MountCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "mount",
-        abstract: "Mount the netdisk at MOUNTPOINT (daemonizes unless -f).")
+        abstract: "Mount the netdisk at MOUNTPOINT (daemonizes unless -f).",
+        discussion: """
+            Files copied in sequentially (cp, rsync, tar x, cmd > file) stream to the cloud while they \
+            are written, with no local spool file; other writes use a sparse local cache under \
+            --cache-dir. close() returns once the file is committed in the cloud, and an upload \
+            failure is EIO there, with the reason in the log.
+
+            Examples:
+              netdiskfs mount ~/baidu               your account (after `netdiskfs login`)
+              netdiskfs mount --emulator ~/baidu    a local emulator, no account needed
+              netdiskfs status                      files uploading now
+              netdiskfs unmount ~/baidu             waits for pending uploads
+
+            Logs go to $XDG_STATE_HOME/netdiskfs/ (default ~/.local/state/netdiskfs/), one file per \
+            mountpoint: mount_root_baidu.log for /root/baidu.
+            """)
 
     @Argument(help: "An empty directory to mount on.")
     var mountpoint: String
@@ -41,7 +56,7 @@ public struct MountCommand: AsyncParsableCommand {
     @Option(help: "FUSE worker threads.")
     var threads = 16
 
-    @Option(help: "Global write-buffer budget shared by all files being written (e.g. 48M, 1G).")
+    @Option(help: "Global write-buffer budget shared by all files being written, e.g. 48M or 1G (default: 48M). Writers wait past it; they do not fail.")
     var maxMemory: String?
 
     @Option(help: "Directory for the cached (out-of-order write) path's sparse files.")

@@ -35,7 +35,8 @@ struct MountLogHandler: LogHandler {
 }
 
 enum MountLogging {
-    /// `$XDG_STATE_HOME/netdiskfs/mount-<mountpoint>.log`
+    /// `$XDG_STATE_HOME/netdiskfs/mount<mountpoint>.log`, other characters than letters and digits
+    /// as `_`: `mount_root_baidu.log` for `/root/baidu`.
     static func logFile(for mountpoint: String) -> URL {
         let safe = mountpoint.map { $0.isLetter || $0.isNumber ? String($0) : "_" }.joined()
         return StateDirectory.url().appendingPathComponent("mount\(safe).log")
