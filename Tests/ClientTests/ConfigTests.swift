@@ -26,6 +26,20 @@ import Testing
         #expect(throws: NetdiskError.self) { _ = try ResolvedSettings.resolve(configDirectory: directory, environment: [:]) }
     }
 
+    /// Config, cache, state and data all follow one rule, so they share a home.
+    @Test func xdgDirectoriesFollowOneRule() {
+        let home = ["HOME": "/home/u"]
+        #expect(XDGDirectories.netdiskfs(.config, environment: home) == "/home/u/.config/netdiskfs")
+        #expect(XDGDirectories.netdiskfs(.cache, environment: home) == "/home/u/.cache/netdiskfs")
+        #expect(XDGDirectories.netdiskfs(.state, environment: home) == "/home/u/.local/state/netdiskfs")
+        #expect(XDGDirectories.base(.data, environment: home) == "/home/u/.local/share")
+        let xdg = ["HOME": "/home/u", "XDG_STATE_HOME": "/s", "XDG_CACHE_HOME": "relative/is/ignored"]
+        #expect(XDGDirectories.netdiskfs(.state, environment: xdg) == "/s/netdiskfs")
+        #expect(XDGDirectories.netdiskfs(.cache, environment: xdg) == "/home/u/.cache/netdiskfs")
+        #expect(ConfigPaths.resolve(environment: home).directory == "/home/u/.config/netdiskfs")
+        #expect(XDGDirectories.base(.config, environment: [:]).hasSuffix("/.config"), "HOME unset: the password database's home")
+    }
+
     @Test func credentialsAreWrittenPrivatelyAndAtomically() throws {
         let directory = try TempDirectory.make() + "/nested/netdiskfs"
         defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -93,8 +93,6 @@ struct MountBackend: Sendable {
     }
 
     private static func dataHome() -> URL {
-        let env = ProcessInfo.processInfo.environment
-        if let data = env["XDG_DATA_HOME"], data.hasPrefix("/") { return URL(fileURLWithPath: data) }
-        return FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".local/share")
+        URL(fileURLWithPath: XDGDirectories.base(.data), isDirectory: true)
     }
 }

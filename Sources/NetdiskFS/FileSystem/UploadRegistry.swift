@@ -1,4 +1,5 @@
 import Foundation
+import Uploader
 import Synchronization
 
 /// The files uploading right now, for `netdiskfs status`.
@@ -83,14 +84,7 @@ public enum StatusFiles {
 /// `$XDG_STATE_HOME/netdiskfs` (default ~/.local/state/netdiskfs): logs, status, pid files.
 public enum StateDirectory {
     public static func url() -> URL {
-        let env = ProcessInfo.processInfo.environment
-        let base: URL
-        if let state = env["XDG_STATE_HOME"], !state.isEmpty {
-            base = URL(fileURLWithPath: state, isDirectory: true)
-        } else {
-            base = FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".local/state", isDirectory: true)
-        }
-        return base.appendingPathComponent("netdiskfs", isDirectory: true)
+        URL(fileURLWithPath: XDGDirectories.netdiskfs(.state), isDirectory: true)
     }
 }
 

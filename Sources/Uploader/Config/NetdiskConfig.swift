@@ -12,9 +12,7 @@ public struct ConfigPaths: Sendable, Equatable {
     public static func resolve(override: String? = nil,
                                environment: [String: String] = ProcessInfo.processInfo.environment) -> ConfigPaths {
         if let override, !override.isEmpty { return ConfigPaths(directory: override) }
-        if let xdg = environment["XDG_CONFIG_HOME"], xdg.hasPrefix("/") { return ConfigPaths(directory: xdg + "/netdiskfs") }
-        let home = environment["HOME"] ?? NSHomeDirectory()
-        return ConfigPaths(directory: home + "/.config/netdiskfs")
+        return ConfigPaths(directory: XDGDirectories.netdiskfs(.config, environment: environment))
     }
 }
 

@@ -62,9 +62,7 @@ public struct EngineOptions: Sendable {
 
     /// `$XDG_CACHE_HOME/netdiskfs` (default `~/.cache/netdiskfs`).
     public static func defaultCacheDirectory() -> String {
-        let env = ProcessInfo.processInfo.environment
-        if let xdg = env["XDG_CACHE_HOME"], !xdg.isEmpty { return xdg + "/netdiskfs" }
-        return (env["HOME"] ?? NSTemporaryDirectory()) + "/.cache/netdiskfs"
+        XDGDirectories.netdiskfs(.cache)
     }
 }
 
