@@ -294,73 +294,87 @@ struct StagingSweepTests {
 /// Resume with a journaled upload host that is wrong or gone: the upload still lands exactly.
 @Suite("journaled upload hosts")
 struct JournaledHostTests {
-    /// A journal record for `file` at `path` as a killed run would have left it: the uploadid the
-    /// server opened, parts `done` sent (to the host the client pinned) and acknowledged, and the
-    /// host `journaledHost` picks, given that pinned host, in the record.
-    private func journalRecord(file: String, path: String, harness: EmulatorHarness, done: [Int], journal: UploadJournal,
-                               journaledHost: (String) -> String) async throws -> String {
-        let options = harness.options()
-        let source = try LocalFileSource(path: file)
-        let hasher = CachedUpload(api: harness.client, options: options, budget: MemoryBudget(bytes: 64 << 20),
-                                  progress: ProgressCounters(mode: .cached), logger: testLogger)
-        let digest = try await onForeignThread { () throws(NetdiskError) in try hasher.hash(source) }
-        let opened = try await harness.client.precreate(path: path, size: digest.size, blockList: digest.blockList,
-                                                        contentMD5: nil, sliceMD5: nil, localMtime: nil, policy: .overwrite)
-        let uploadID = try #require(opened.uploadID)
-        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: file)))
-        var md5s: [Int: String] = [:]
-        for partseq in done {
-            let start = partseq * options.sliceSize
-            let count = min(options.sliceSize, bytes.count - start)
-            let part = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
-            defer { part.deallocate() }
-            bytes[start..<start + count].withUnsafeBytes { part.copyMemory(from: $0) }
-            md5s[partseq] = try await harness.client.uploadPart(path: path, uploadID: uploadID, partseq: partseq,
-                                                                bytes: PartBytes(base: UnsafeRawPointer(part.baseAddress), count: count))
+    /// An emulator, a source file of five slices and a bit, and an empty resume journal.
+    private struct Fixture {
+        let harness: EmulatorHarness
+        let content: GeneratedContent
+        let file: String
+        let journalPath: String
+        let journal: UploadJournal
+        let options: EngineOptions
+
+        static func make(seed: UInt64) async throws -> Fixture {
+            let harness = try await EmulatorHarness.start()
+            let content = GeneratedContent(size: 5 * (4 << 20) + 11, seed: seed)
+            let options = harness.options()
+            let journalPath = options.cacheDirectory + "-journal.sqlite"
+            return Fixture(harness: harness, content: content, file: try content.writeFile(), journalPath: journalPath,
+                           journal: try UploadJournal(path: journalPath), options: options)
         }
-        let pinned = try await harness.client.uploadHost(path: path, uploadID: uploadID)
-        let record = try journal.begin(remotePath: path, source: source.identity, sliceSize: options.sliceSize, uploadID: uploadID,
-                                       host: journaledHost(pinned), blockList: digest.blockList, contentMD5: digest.contentMD5,
-                                       sliceMD5: digest.sliceMD5)
-        for (partseq, md5) in md5s { journal.markDone(record: record.id, partseq: partseq, md5: md5) }
-        return uploadID
+
+        func removeFiles() {
+            unlink(file)
+            unlink(journalPath)
+        }
+
+        /// A journal record for the file at `path` as a killed run would have left it: the uploadid
+        /// the server opened, parts `done` sent (to the host the client pinned) and acknowledged, and
+        /// the host `journaledHost` picks, given that pinned host, in the record.
+        func journalRecord(path: String, done: [Int], journaledHost: (String) -> String) async throws -> String {
+            let source = try LocalFileSource(path: file)
+            let hasher = CachedUpload(api: harness.client, options: options, budget: MemoryBudget(bytes: 64 << 20),
+                                      progress: ProgressCounters(mode: .cached), logger: testLogger)
+            let digest = try await onForeignThread { () throws(NetdiskError) in try hasher.hash(source) }
+            let opened = try await harness.client.precreate(path: path, size: digest.size, blockList: digest.blockList,
+                                                            contentMD5: nil, sliceMD5: nil, localMtime: nil, policy: .overwrite)
+            let uploadID = try #require(opened.uploadID)
+            let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: file)))
+            var md5s: [Int: String] = [:]
+            for partseq in done {
+                let start = partseq * options.sliceSize
+                let count = min(options.sliceSize, bytes.count - start)
+                let part = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
+                defer { part.deallocate() }
+                bytes[start..<start + count].withUnsafeBytes { part.copyMemory(from: $0) }
+                md5s[partseq] = try await harness.client.uploadPart(path: path, uploadID: uploadID, partseq: partseq,
+                                                                    bytes: PartBytes(base: UnsafeRawPointer(part.baseAddress), count: count))
+            }
+            let pinned = try await harness.client.uploadHost(path: path, uploadID: uploadID)
+            let record = try journal.begin(remotePath: path, source: source.identity, sliceSize: options.sliceSize,
+                                           uploadID: uploadID, host: journaledHost(pinned), blockList: digest.blockList,
+                                           contentMD5: digest.contentMD5, sliceMD5: digest.sliceMD5)
+            for (partseq, md5) in md5s { journal.markDone(record: record.id, partseq: partseq, md5: md5) }
+            return uploadID
+        }
     }
 
     @Test func aJournaledHostThatNoLongerAnswersStartsAfresh() async throws {
-        let harness = try await EmulatorHarness.start()
-        let content = GeneratedContent(size: 5 * (4 << 20) + 11, seed: 41)
-        let file = try content.writeFile()
-        defer { unlink(file) }
-        let journal = try UploadJournal(path: harness.options().cacheDirectory + "-journal.sqlite")
+        let f = try await Fixture.make(seed: 41)
+        defer { f.removeFiles() }
         let path = "/apps/netdiskfs/gone.bin"
         // Nothing listens on port 9 (discard) here: connections are refused.
-        _ = try await journalRecord(file: file, path: path, harness: harness, done: [], journal: journal) { _ in "http://127.0.0.1:9" }
-        _ = try await upload(file: file, to: path, harness: harness, journal: journal)
-        #expect(try await harness.files()[path]?.md5 == content.md5)
-        let source = try LocalFileSource(path: file)
-        #expect(journal.find(remotePath: path, source: source.identity, sliceSize: harness.options().sliceSize) == nil,
+        _ = try await f.journalRecord(path: path, done: []) { _ in "http://127.0.0.1:9" }
+        _ = try await upload(file: f.file, to: path, harness: f.harness, journal: f.journal)
+        #expect(try await f.harness.files()[path]?.md5 == f.content.md5)
+        let source = try LocalFileSource(path: f.file)
+        #expect(f.journal.find(remotePath: path, source: source.identity, sliceSize: f.options.sliceSize) == nil,
                 "the finished upload left no record")
-        await harness.stop()
+        await f.harness.stop()
     }
 
     /// Parts 0 and 1 went to one host, the journal names the other: the resumed parts and create go
     /// to the journaled one, create refuses mixed hosts (errno 10), and the server hands back the
     /// same uploadid with nothing missing. Every part must then be sent again to one host.
     @Test func aJournaledHostOtherThanThePartsResendsEverythingToOneHost() async throws {
-        let harness = try await EmulatorHarness.start()
-        let content = GeneratedContent(size: 5 * (4 << 20) + 11, seed: 42)
-        let file = try content.writeFile()
-        defer { unlink(file) }
-        let journal = try UploadJournal(path: harness.options().cacheDirectory + "-journal.sqlite")
+        let f = try await Fixture.make(seed: 42)
+        defer { f.removeFiles() }
         let path = "/apps/netdiskfs/mixed.bin"
-        let hosts = harness.server.uploadURLs
-        let uploadID = try await journalRecord(file: file, path: path, harness: harness, done: [0, 1], journal: journal) { pinned in
-            hosts.first { $0 != pinned } ?? pinned
-        }
-        _ = try await upload(file: file, to: path, harness: harness, journal: journal)
-        #expect(try await harness.files()[path]?.md5 == content.md5)
-        let parts = try await harness.stats()["parts_by_upload"] as? [String: [Int]] ?? [:]
+        let hosts = f.harness.server.uploadURLs
+        let uploadID = try await f.journalRecord(path: path, done: [0, 1]) { pinned in hosts.first { $0 != pinned } ?? pinned }
+        _ = try await upload(file: f.file, to: path, harness: f.harness, journal: f.journal)
+        #expect(try await f.harness.files()[path]?.md5 == f.content.md5)
+        let parts = try await f.harness.stats()["parts_by_upload"] as? [String: [Int]] ?? [:]
         #expect((parts[uploadID]?.count ?? 0) > 6, "every part was sent again: \(parts[uploadID] ?? [])")
-        await harness.stop()
+        await f.harness.stop()
     }
 }

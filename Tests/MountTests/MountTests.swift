@@ -192,7 +192,7 @@ struct MountTests {
                 var block = [UInt8](repeating: 0, count: chunk)
                 for index in 0..<chunks {
                     for (file, fd) in fds.enumerated() {
-                        for i in stride(from: 0, to: chunk, by: 512) { block[i] = UInt8(truncatingIfNeeded: file &* 7 &+ index &* 13 &+ i >> 9) }
+                        Self.fillInterleavedBlock(&block, file: file, index: index)
                         guard block.withUnsafeBytes({ write(fd, $0.baseAddress, chunk) }) == chunk else {
                             failure.withLock { $0 = "write: \(errno)" }
                             return
@@ -217,12 +217,17 @@ struct MountTests {
             var local = [UInt8]()
             var block = [UInt8](repeating: 0, count: chunk)
             for index in 0..<chunks {
-                for i in stride(from: 0, to: chunk, by: 512) { block[i] = UInt8(truncatingIfNeeded: 3 &* 7 &+ index &* 13 &+ i >> 9) }
+                Self.fillInterleavedBlock(&block, file: 3, index: index)
                 local += block
             }
             try Data(local).write(to: URL(fileURLWithPath: m.local("il3")))
             try await shell("cmp \(m.local("il3")) \(paths[3])")
         }
+    }
+
+    /// Block `index` of interleaved file `file`: a byte every 512 that differs per file and block.
+    static func fillInterleavedBlock(_ block: inout [UInt8], file: Int, index: Int) {
+        for i in stride(from: 0, to: block.count, by: 512) { block[i] = UInt8(truncatingIfNeeded: file &* 7 &+ index &* 13 &+ i >> 9) }
     }
 
     @Test func killDuringCopyCommitsNothing() async throws {

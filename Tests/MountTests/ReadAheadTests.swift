@@ -28,9 +28,10 @@ import Uploader
         var bytesFetched: Int64 { requests.withLock { $0.reduce(0) { $0 + Int64($1.length) } } }
     }
 
-    static func reader(size: Int64, source: CountingSource, budget: Int = 4 << 20) -> RemoteFileReader {
+    static func reader(size: Int64, source: CountingSource,
+                       budget: ReadAheadBudget = ReadAheadBudget(limit: 4 << 20)) -> RemoteFileReader {
         let entry = RemoteEntry(fsID: 7, path: "/f", name: "f", size: size, isDirectory: false)
-        return RemoteFileReader(entry: entry, links: source, budget: ReadAheadBudget(limit: budget), tuning: tuning)
+        return RemoteFileReader(entry: entry, links: source, budget: budget, tuning: tuning)
     }
 
     static func check(_ bytes: ArraySlice<UInt8>, at offset: Int64) -> Bool {
@@ -104,8 +105,7 @@ import Uploader
         let size: Int64 = 12 << 20
         let source = CountingSource(size: size)
         let budget = ReadAheadBudget(limit: 512 << 10)
-        let entry = RemoteEntry(fsID: 7, path: "/f", name: "f", size: size, isDirectory: false)
-        var reader: RemoteFileReader? = RemoteFileReader(entry: entry, links: source, budget: budget, tuning: Self.tuning)
+        var reader: RemoteFileReader? = Self.reader(size: size, source: source, budget: budget)
         var buffer = [UInt8](repeating: 0, count: Self.request)
         var offset: Int64 = 0
         while offset < size {

@@ -36,7 +36,7 @@ struct MountBackend: Sendable {
         let settings: ResolvedSettings
         let client: BaiduClient
         if options.emulator {
-            let home = dataHome().appendingPathComponent("netdiskfs/emulator")
+            let home = emulatorHome()
             var emulatorOptions = EmulatorOptions()
             emulatorOptions.dataDirectory = home.appendingPathComponent("store").path
             let started = try await EmulatorServer.start(emulatorOptions)
@@ -46,7 +46,7 @@ struct MountBackend: Sendable {
                                                     endpoint: started.baseURL)
             client = try await ClientFactory.loginToEmulator(settings: settings, logger: logger)
         } else if let url = options.emulatorURL {
-            let home = dataHome().appendingPathComponent("netdiskfs/emulator")
+            let home = emulatorHome()
             settings = try ResolvedSettings.resolve(configDirectory: home.appendingPathComponent("config").path, endpoint: url)
             client = try await ClientFactory.loginToEmulator(settings: settings, logger: logger)
         } else {
@@ -92,7 +92,8 @@ struct MountBackend: Sendable {
         }
     }
 
-    private static func dataHome() -> URL {
-        URL(fileURLWithPath: XDGDirectories.base(.data), isDirectory: true)
+    /// `$XDG_DATA_HOME/netdiskfs/emulator`: the embedded emulator's store and its login.
+    private static func emulatorHome() -> URL {
+        URL(fileURLWithPath: XDGDirectories.netdiskfs(.data) + "/emulator", isDirectory: true)
     }
 }

@@ -40,13 +40,12 @@ public struct EngineWriteSessionFactory: WriteSessionFactory {
     }
 
     public func makeSession(remotePath: String, mode: WriteMode) throws -> any WriteSession {
+        let engineMode: FileWriteSession.Mode
         switch mode {
-        case .streaming:
-            return FileWriteSession(api: api, remotePath: remotePath, mode: .streaming, options: options,
-                                    budget: budget, logger: logger)
-        case .cached(let existing):
-            return FileWriteSession(api: api, remotePath: remotePath, mode: .cached(existing: existing),
-                                    options: options, budget: budget, logger: logger)
+        case .streaming: engineMode = .streaming
+        case .cached(let existing): engineMode = .cached(existing: existing)
         }
+        return FileWriteSession(api: api, remotePath: remotePath, mode: engineMode, options: options, budget: budget,
+                                logger: logger)
     }
 }

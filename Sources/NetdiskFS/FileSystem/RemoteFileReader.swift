@@ -40,20 +40,42 @@ final class RemoteFileReader: @unchecked Sendable {
         func contains(_ position: Int64) -> Bool { position >= start && position < end }
     }
 
-    /// A window being fetched on a background thread.
+    /// A window being fetched on a background thread. It holds `length` bytes of the budget until
+    /// the reader takes its bytes or, once abandoned, until its download ends (no thread waits for it).
     private final class Prefetch: @unchecked Sendable {
         let start: Int64
         let length: Int
-        let reserved: Int
         let done = Gate()
-        var result: Result<[UInt8], NetdiskError>?
+        /// Set before `done` opens; read only after waiting on it.
+        private(set) var result: Result<[UInt8], NetdiskError>?
+        private let state = NSLock()
+        private var finished = false
+        private var abandoned = false
         var end: Int64 { start + Int64(length) }
-        init(start: Int64, length: Int, reserved: Int) {
+        init(start: Int64, length: Int) {
             self.start = start
             self.length = length
-            self.reserved = reserved
         }
         func contains(_ position: Int64) -> Bool { position >= start && position < end }
+
+        func finish(_ outcome: Result<[UInt8], NetdiskError>, budget: ReadAheadBudget) {
+            let wasAbandoned = state.withLock { () -> Bool in
+                result = outcome
+                finished = true
+                return abandoned
+            }
+            done.open()
+            if wasAbandoned { budget.release(length) }
+        }
+
+        /// The reader no longer wants it: its budget goes back now, or when the download ends.
+        func abandon(budget: ReadAheadBudget) {
+            let wasFinished = state.withLock { () -> Bool in
+                abandoned = true
+                return finished
+            }
+            if wasFinished { budget.release(length) }
+        }
     }
 
     let entry: RemoteEntry
@@ -79,7 +101,7 @@ final class RemoteFileReader: @unchecked Sendable {
 
     deinit {
         for held in windows { budget.release(held.reserved) }
-        prefetches.forEach(dropLater)
+        for prefetch in prefetches { prefetch.abandon(budget: budget) }
     }
 
     /// Copies up to `buffer.count` bytes at `offset`; returns the count (0 at end of file).
@@ -92,7 +114,7 @@ final class RemoteFileReader: @unchecked Sendable {
         let sequential = isSequential(offset)
         if !sequential {
             // The reader jumped: what is in flight no longer follows it.
-            prefetches.forEach(dropLater)
+            for prefetch in prefetches { prefetch.abandon(budget: budget) }
             prefetches.removeAll()
             window = tuning.initialWindow
         }
@@ -112,9 +134,9 @@ final class RemoteFileReader: @unchecked Sendable {
                 let pending = prefetches.remove(at: index)
                 pending.done.wait()
                 if case .success(let bytes) = pending.result!, !bytes.isEmpty {
-                    hold(Window(start: pending.start, bytes: bytes, reserved: pending.reserved))
+                    hold(Window(start: pending.start, bytes: bytes, reserved: pending.length))
                 } else {
-                    budget.release(pending.reserved)
+                    budget.release(pending.length)
                     // A direct fetch of the same range reports the error, or succeeds on a second try.
                     try fetchDirect(at: position, length: pending.length, needed: wanted - copied)
                 }
@@ -180,24 +202,19 @@ final class RemoteFileReader: @unchecked Sendable {
         hold(Window(start: position, bytes: bytes, reserved: reserved))
     }
 
-    private func dropLater(_ prefetch: Prefetch) {
-        let budget = self.budget
-        Thread.detachNewThread { prefetch.done.wait(); budget.release(prefetch.reserved) }
-    }
-
     /// Keeps up to `prefetchDepth` windows beyond the furthest read in flight, while memory allows.
     private func startPrefetchIfUseful() {
         // Read-ahead the reader has passed is no longer wanted.
         while let first = prefetches.first, first.end <= frontier - tuning.reorderSlack {
-            dropLater(prefetches.removeFirst())
+            prefetches.removeFirst().abandon(budget: budget)
         }
         while prefetches.count < tuning.prefetchDepth {
-            let heldEnd = windows.map(\.end).max() ?? frontier
-            let start = max(prefetches.last?.end ?? heldEnd, heldEnd, frontier)
+            // Windows are sorted and never overlap, so the last one ends furthest.
+            let start = max(prefetches.last?.end ?? 0, windows.last?.end ?? 0, frontier)
             guard start < entry.size else { return }
             let length = Int(min(Int64(window), entry.size - start))
             guard budget.reserve(length) else { return }
-            startPrefetch(Prefetch(start: start, length: length, reserved: length))
+            startPrefetch(Prefetch(start: start, length: length))
             // The stream goes on: the next window is larger.
             window = min(window * 2, tuning.maxWindow)
         }
@@ -205,15 +222,14 @@ final class RemoteFileReader: @unchecked Sendable {
 
     private func startPrefetch(_ pending: Prefetch) {
         prefetches.append(pending)
-        let source = self.source, fsID = entry.fsID
+        let source = self.source, budget = self.budget, fsID = entry.fsID
         // A plain thread, not a Task: the download blocks while the async client works.
         Thread.detachNewThread {
             do throws(NetdiskError) {
-                pending.result = .success(try source.download(fsID: fsID, offset: pending.start, length: pending.length))
+                pending.finish(.success(try source.download(fsID: fsID, offset: pending.start, length: pending.length)), budget: budget)
             } catch {
-                pending.result = .failure(error)
+                pending.finish(.failure(error), budget: budget)
             }
-            pending.done.open()
         }
     }
 }

@@ -79,8 +79,14 @@ public enum NetdiskError: Error, Sendable, Equatable, CustomStringConvertible {
 
     /// True for failures worth retrying with backoff: 5xx, connection errors and rate limits.
     public var isTransient: Bool {
+        if case .rateLimited = self { return true }
+        return isHostFailure
+    }
+
+    /// The host did not answer usefully: a connection error or a 5xx (not a refusal it sent).
+    public var isHostFailure: Bool {
         switch self {
-        case .rateLimited, .transport: return true
+        case .transport: return true
         case .http(let status): return status >= 500
         default: return false
         }

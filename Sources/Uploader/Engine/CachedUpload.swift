@@ -130,13 +130,7 @@ public struct CachedUpload: Sendable {
                 var resumedElsewhere = false
                 if case .createFailed = error, record?.doneParts.isEmpty == false { resumedElsewhere = true }
                 // The journaled host no longer answers (parts gave up on transport errors or 5xx).
-                var hostFailure = false
-                switch error {
-                case .transport: hostFailure = true
-                case .http(let status): hostFailure = status >= 500
-                default: break
-                }
-                let journaledHostGone = usedJournaledHost && hostFailure
+                let journaledHostGone = usedJournaledHost && error.isHostFailure
                 guard expired || resumedElsewhere || journaledHostGone, freshAttemptsLeft > 0 else { throw error }
                 freshAttemptsLeft -= 1
                 resendEverything = resumedElsewhere || journaledHostGone
