@@ -43,3 +43,8 @@ void *netdiskfs_fuse_private_data(void) {
 int netdiskfs_fuse_fd(struct fuse *f) {
     return fuse_session_fd(fuse_get_session(f));
 }
+
+pid_t netdiskfs_fuse_caller_pid(void) {
+    struct fuse_context *context = fuse_get_context();
+    return context ? context->pid : 0;
+}

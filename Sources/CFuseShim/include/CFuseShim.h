@@ -32,6 +32,10 @@ void netdiskfs_fuse_teardown(struct fuse *f);
 /// The private_data pointer given to netdiskfs_fuse_new, for the current request.
 void *netdiskfs_fuse_private_data(void);
 
+/// The thread id of the process that made the current request (0 when the kernel made it itself).
+/// A thread's id, not its process's: map it to the thread group before comparing processes.
+pid_t netdiskfs_fuse_caller_pid(void);
+
 /// The fd of the /dev/fuse connection (for diagnostics).
 int netdiskfs_fuse_fd(struct fuse *f);
 

@@ -61,6 +61,10 @@ struct MountBackend: Sendable {
             var engine = EngineOptions.forTier(account.tier, sliceSize: sliceSize(for: account.tier), threads: 4,
                                                cacheDirectory: options.cacheDirectory ?? EngineOptions.defaultCacheDirectory())
             engine.conflictPolicy = .overwrite
+            // What a killed mount or put left behind: cache files and staging files nobody owns.
+            CacheSweeper.sweep(cacheDirectory: engine.cacheDirectory, logger: logger)
+            await StagingSweeper.sweep(api: client, directory: engine.stagingDirectory(for: RemotePath.join(root, "file")),
+                                       logger: logger)
             let writers = EngineWriteSessionFactory(api: client, options: engine, maxMemory: options.maxMemory ?? defaultMaxMemory,
                                                     logger: logger)
             let emulator = server

@@ -50,7 +50,8 @@ public struct MountCommand: AsyncParsableCommand {
     @Flag(help: "Refuse every change.")
     var readOnly = false
 
-    @Flag(help: "Let other users see the mount (needs user_allow_other in /etc/fuse.conf unless root).")
+    @Flag(help: ArgumentHelp("Let other local users use the mount (needs user_allow_other in /etc/fuse.conf unless root).",
+                             discussion: "Everything the mount shows is one Baidu account: with this flag, other users can read it, and write where the reported modes allow (files 0644 and directories 0755, owned by the user who mounted). The kernel checks those modes (default_permissions is implied)."))
     var allowOther = false
 
     @Option(help: "FUSE worker threads.")
@@ -108,7 +109,9 @@ public struct MountCommand: AsyncParsableCommand {
 
         var mountOptions = ["fsname=netdiskfs", "subtype=netdiskfs"]
         if readOnly { mountOptions.append("ro") }
-        if allowOther { mountOptions.append("allow_other") }
+        // Without default_permissions the kernel would let every local user read, overwrite and
+        // delete the account: the modes getattr reports would not be checked at all.
+        if allowOther { mountOptions += ["allow_other", "default_permissions"] }
         mountOptions += fuseOptions
         let finalMountOptions = mountOptions
         let threads = self.threads

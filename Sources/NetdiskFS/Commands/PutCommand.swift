@@ -76,6 +76,9 @@ public struct PutCommand: AsyncParsableCommand {
                 guard !sourceName.isEmpty else { throw CommandError("'put -' needs a file name in DST, not a directory") }
                 remote = CLIPath.join(remote, sourceName)
             }
+            // What a killed mount or put left behind: staging files and cache files nobody owns.
+            CacheSweeper.sweep(cacheDirectory: options.cacheDirectory, logger: logger)
+            await StagingSweeper.sweep(api: client, directory: options.stagingDirectory(for: remote), logger: logger)
             let reporter = TransferReporter(label: "put \(source == "-" ? "stdin" : sourceName) → \(remote)", quiet: quiet)
             if source == "-" {
                 try await streamStandardInput(to: remote, client: client, options: options, reporter: reporter, logger: logger)

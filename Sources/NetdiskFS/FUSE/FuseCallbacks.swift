@@ -139,7 +139,7 @@ enum FuseCallbacks {
         }
         ops.open = { path, fi in
             FuseCallbacks.run("open", path) { fs, path in
-                let opened = try fs.open(path, flags: fi!.pointee.flags)
+                let opened = try fs.open(path, flags: fi!.pointee.flags, caller: FuseCaller.process())
                 fi!.pointee.fh = opened.handle
                 fi!.pointee.keep_cache = opened.keepCache ? 1 : 0
                 return 0
@@ -147,7 +147,7 @@ enum FuseCallbacks {
         }
         ops.create = { path, _, fi in
             FuseCallbacks.run("create", path) { fs, path in
-                fi!.pointee.fh = try fs.create(path, flags: fi!.pointee.flags)
+                fi!.pointee.fh = try fs.create(path, flags: fi!.pointee.flags, caller: FuseCaller.process())
                 return 0
             }
         }
@@ -164,14 +164,19 @@ enum FuseCallbacks {
             }
         }
         ops.flush = { path, fi in
-            FuseCallbacks.run("flush", path) { fs, _ in try fs.flush(handle: fi!.pointee.fh); return 0 }
+            FuseCallbacks.run("flush", path) { fs, _ in try fs.flush(handle: fi!.pointee.fh, caller: FuseCaller.process()); return 0 }
         }
         ops.release = { path, fi in
             FuseCallbacks.run("release", path) { fs, _ in try fs.release(handle: fi!.pointee.fh); return 0 }
         }
         // Durability point is close(): the upload commits there. fsync in the middle of a stream
-        // cannot commit a partial file without breaking the streaming upload, so it is accepted.
-        ops.fsync = { _, _, _ in 0 }
+        // cannot commit a partial file without breaking the streaming upload; it reports a failure.
+        ops.fsync = { path, _, fi in
+            FuseCallbacks.run("fsync", path) { fs, _ in
+                if let fi { try fs.fsync(handle: fi.pointee.fh) }
+                return 0
+            }
+        }
         return ops
     }
 }

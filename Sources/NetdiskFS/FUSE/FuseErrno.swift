@@ -19,6 +19,10 @@ enum FuseErrno {
             return -error.posixErrno
         case let error as FileSystemError:
             return -error.code
+        case let error as UploadFailure:
+            // The engine logged why the upload failed; say once which call was told.
+            logger.debug("\(operation) \(path ?? "(unlinked)"): \(error)")
+            return -error.errno
         default:
             logger.error("\(operation) \(path ?? "(unlinked)") failed: \(error)")
             return -EIO

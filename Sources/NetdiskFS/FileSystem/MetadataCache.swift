@@ -67,6 +67,14 @@ final class MetadataCache: Sendable {
         return nil
     }
 
+    /// The entry at a path as the cloud has it now: the parent's listing is fetched again, whatever
+    /// its age (O_EXCL must see a file made behind the mount's back). Our own recent changes still win.
+    func freshEntry(at path: String) throws(NetdiskError) -> RemoteEntry? {
+        if path == "/" { return try entry(at: path) }
+        invalidate(RemotePath.split(path).parent)
+        return try entry(at: path)
+    }
+
     /// The listing of a remote directory (cached, or fetched page by page).
     func listing(of directory: String) throws(NetdiskError) -> Listing {
         let now = clock.now

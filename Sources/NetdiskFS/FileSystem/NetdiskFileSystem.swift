@@ -34,7 +34,7 @@ public final class NetdiskFileSystem: Sendable {
     let writers: any WriteSessionFactory
     let uploads = UploadRegistry()
     let logger: Logger
-    private let handles = HandleTable()
+    let handles = HandleTable()
     private let quotaCache = Mutex<(Quota, ContinuousClock.Instant)?>(nil)
     /// The (fs_id, size, mtime) each path had when last opened: same again → keep the page cache.
     private let lastOpened = Mutex([String: RemoteEntry]())
@@ -121,10 +121,16 @@ public final class NetdiskFileSystem: Sendable {
         try delete(remote)
     }
 
+    /// unlink(2). A file being written is aborted first: nothing of it is ever committed, and its
+    /// open handles answer EIO from now on. A version it had already committed is deleted too.
     public func unlink(_ path: String) throws {
         try requireWritable()
         let remote = paths.remote(path)
-        let abortedWriter = handles.abortWriter(for: remote)
+        var abortedWriter = false
+        if let writer = handles.writer(for: remote) {
+            // Wait for a commit in flight, so the version it lands is the one deleted below.
+            writer.commitLock.withLock { abortedWriter = handles.abortWriter(for: remote) != nil }
+        }
         if abortedWriter { logger.info("unlink \(remote): upload in progress aborted, nothing committed") }
         guard let entry = try metadata.entry(at: remote) else {
             if abortedWriter { return }
@@ -134,39 +140,11 @@ public final class NetdiskFileSystem: Sendable {
         try delete(remote)
     }
 
-    private func delete(_ remote: String) throws {
+    func delete(_ remote: String) throws {
         let api = self.api
         try Blocking.await { () async throws(NetdiskError) in try await api.delete(paths: [remote]) }
         metadata.didRemove(remote)
         logger.info("delete \(remote)")
-    }
-
-    /// rename(2): replaces a file, or an empty directory with a directory.
-    public func rename(_ from: String, to: String, noReplace: Bool) throws {
-        try requireWritable()
-        let source = paths.remote(from), target = paths.remote(to)
-        if source == target { return }
-        if handles.writer(for: source) != nil { throw FileSystemError(EBUSY, "\(source) is being written") }
-        guard let entry = try metadata.entry(at: source) else { throw FileSystemError.notFound }
-        if entry.isDirectory && MetadataCache.isSelfOrDescendant(target, of: source) { throw FileSystemError(EINVAL) }
-        try requireDirectory(RemotePath.split(target).parent)
-        if let existing = try metadata.entry(at: target) {
-            if noReplace { throw FileSystemError(EEXIST) }
-            if entry.isDirectory && !existing.isDirectory { throw FileSystemError.notDirectory }
-            if !entry.isDirectory && existing.isDirectory { throw FileSystemError.isDirectory }
-            if existing.isDirectory {
-                metadata.invalidate(target)
-                guard try metadata.listing(of: target).entries.isEmpty else { throw FileSystemError.notEmpty }
-                try delete(target)
-            }
-        }
-        let (directory, name) = RemotePath.split(target)
-        let api = self.api
-        try Blocking.await { () async throws(NetdiskError) in
-            try await api.move(from: source, toDirectory: directory, newName: name, ondup: .overwrite)
-        }
-        metadata.didRename(from: source, to: target, entry: entry)
-        logger.info("rename \(source) -> \(target)")
     }
 
     /// chmod, chown and utimens are accepted for any existing name (Baidu keeps no such metadata).
@@ -181,12 +159,14 @@ public final class NetdiskFileSystem: Sendable {
         public var keepCache: Bool
     }
 
-    public func open(_ path: String, flags: Int32) throws -> Opened {
+    /// open(2). `caller` is the opening process (thread group): its close is the commit point.
+    public func open(_ path: String, flags: Int32, caller: pid_t) throws -> Opened {
         let remote = paths.remote(path)
         let access = flags & O_ACCMODE
         if access == O_RDONLY && flags & O_TRUNC == 0 {
             if let writer = handles.writer(for: remote) {
-                return Opened(handle: handles.add(OpenFile(remotePath: remote, writer: writer)), keepCache: false)
+                // A reader of a file being written: reads only, never commits or detaches the writer.
+                return Opened(handle: handles.add(OpenFile(writer: writer, access: .read, opener: caller)), keepCache: false)
             }
             guard let entry = try metadata.entry(at: remote) else { throw FileSystemError.notFound }
             if entry.isDirectory { throw FileSystemError.isDirectory }
@@ -195,35 +175,55 @@ public final class NetdiskFileSystem: Sendable {
                 return last[remote]
             }
             let keep = previous.map { $0.fsID == entry.fsID && $0.size == entry.size && $0.serverMtime == entry.serverMtime } ?? false
-            let reader = RemoteFileReader(entry: entry, links: links, budget: readBudget)
-            return Opened(handle: handles.add(OpenFile(remotePath: remote, reader: reader)), keepCache: keep)
+            return Opened(handle: handles.add(OpenFile(reader: makeReader(entry))), keepCache: keep)
         }
         try requireWritable()
         let existing = try metadata.entry(at: remote)
         if existing?.isDirectory == true { throw FileSystemError.isDirectory }
         if existing == nil && handles.writer(for: remote) == nil { throw FileSystemError.notFound }
         let mode: WriteMode = (access == O_WRONLY && flags & O_TRUNC != 0) ? .streaming : .cached(existing: existing)
-        let writer = try handles.attachWriter(remotePath: remote) { () throws -> PathWriter in
-            try makeWriter(remote, mode: mode, existingSize: existing?.size ?? 0)
+        let (writer, handle) = try handles.attachWriteHandle(remotePath: remote, opener: caller) { () throws -> PathWriter in
+            try makeWriter(remote, mode: mode)
         }
-        if flags & O_TRUNC != 0 && writer.size > 0 { try writer.truncate(to: 0) }
+        do {
+            if flags & O_TRUNC != 0 && writer.size > 0 { try writer.truncate(to: 0) }
+        } catch {
+            _ = handles.remove(handle)
+            if handles.detachWriteHandle(handle, from: writer) {
+                _ = writer.abortIfUncommitted()
+                uploads.remove(writer.session)
+            }
+            throw UploadFailure.wrap(error)
+        }
         lastOpened.withLock { $0[remote] = nil }
-        return Opened(handle: handles.add(OpenFile(remotePath: remote, writer: writer)), keepCache: false)
+        return Opened(handle: handle, keepCache: false)
     }
 
-    public func create(_ path: String, flags: Int32) throws -> UInt64 {
+    /// create(2) (open with O_CREAT of a name the kernel did not find).
+    ///
+    /// With O_EXCL the name is checked against a fresh listing, not the cached one: git's lock files
+    /// (and every program that uses O_EXCL as a lock) depend on it seeing files made elsewhere.
+    public func create(_ path: String, flags: Int32, caller: pid_t) throws -> UInt64 {
         try requireWritable()
         let remote = paths.remote(path)
         try requireDirectory(RemotePath.split(remote).parent)
-        if let existing = try metadata.entry(at: remote), existing.isDirectory { throw FileSystemError.isDirectory }
-        let writer = try handles.attachWriter(remotePath: remote) { () throws -> PathWriter in
-            try makeWriter(remote, mode: .streaming, existingSize: 0)
+        let existing = flags & O_EXCL != 0 ? try metadata.freshEntry(at: remote) : try metadata.entry(at: remote)
+        if flags & O_EXCL != 0 && (existing != nil || handles.writer(for: remote) != nil) {
+            throw FileSystemError(EEXIST)
+        }
+        if existing?.isDirectory == true { throw FileSystemError.isDirectory }
+        let (_, handle) = try handles.attachWriteHandle(remotePath: remote, opener: caller) { () throws -> PathWriter in
+            try makeWriter(remote, mode: .streaming)
         }
         lastOpened.withLock { $0[remote] = nil }
-        return handles.add(OpenFile(remotePath: remote, writer: writer))
+        return handle
     }
 
-    private func makeWriter(_ remote: String, mode: WriteMode, existingSize: Int64) throws -> PathWriter {
+    private func makeReader(_ entry: RemoteEntry) -> RemoteFileReader {
+        RemoteFileReader(entry: entry, links: links, budget: readBudget)
+    }
+
+    private func makeWriter(_ remote: String, mode: WriteMode) throws -> PathWriter {
         let session = try writers.makeSession(remotePath: remote, mode: mode)
         uploads.add(session, path: remote)
         let modeName: String
@@ -234,36 +234,39 @@ public final class NetdiskFileSystem: Sendable {
         // session opened over an existing file commits only if something was written.
         let pendingAtStart: Bool
         if case .streaming = mode { pendingAtStart = true } else { pendingAtStart = false }
-        _ = existingSize
-        return PathWriter(remotePath: remote, session: session, pendingAtStart: pendingAtStart) { committed in
-            let again = try writers.makeSession(remotePath: remote, mode: .cached(existing: committed))
-            uploads.add(again, path: remote)
+        return PathWriter(remotePath: remote, session: session, pendingAtStart: pendingAtStart) { path, committed in
+            let again = try writers.makeSession(remotePath: path, mode: .cached(existing: committed))
+            uploads.add(again, path: path)
             return again
         }
     }
 
     public func read(handle: UInt64, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int {
         guard let file = handles.get(handle) else { throw FileSystemError.badHandle }
-        if let writer = file.writer { return try writer.read(into: buffer, at: offset) }
-        guard let reader = file.reader else { throw FileSystemError.badHandle }
-        return try reader.read(into: buffer, at: offset)
+        if let reader = file.reader { return try reader.read(into: buffer, at: offset) }
+        guard let writer = file.writer else { throw FileSystemError.badHandle }
+        do {
+            if file.isWriteHandle { return try writer.read(into: buffer, at: offset) }
+            // A read-only share: once the writer committed, read the committed file (never reopen it).
+            if let count = try writer.readWithoutReopening(into: buffer, at: offset) { return count }
+            guard let committed = writer.committed else { return try writer.readWithoutReopening(into: buffer, at: offset) ?? 0 }
+            return try file.committedReader(for: committed, make: makeReader).read(into: buffer, at: offset)
+        } catch {
+            throw UploadFailure.wrap(error)
+        }
     }
 
     public func write(handle: UInt64, bytes: UnsafeRawBufferPointer, at offset: Int64) throws -> Int {
-        guard let file = handles.get(handle), let writer = file.writer else { throw FileSystemError.badHandle }
-        try writer.write(bytes, at: offset)
+        guard let file = handles.get(handle), file.isWriteHandle, let writer = file.writer else { throw FileSystemError.badHandle }
+        do { try writer.write(bytes, at: offset) } catch { throw UploadFailure.wrap(error) }
         return bytes.count
     }
 
     public func truncate(_ path: String, size: Int64, handle: UInt64?) throws {
         try requireWritable()
         let remote = paths.remote(path)
-        if let handle, let writer = handles.get(handle)?.writer {
-            try writer.truncate(to: size)
-            return
-        }
-        if let writer = handles.writer(for: remote) {
-            try writer.truncate(to: size)
+        if let writer = handle.flatMap({ handles.get($0) }).flatMap({ $0.isWriteHandle ? $0.writer : nil }) ?? handles.writer(for: remote) {
+            do { try writer.truncate(to: size) } catch { throw UploadFailure.wrap(error) }
             return
         }
         guard let entry = try metadata.entry(at: remote) else { throw FileSystemError.notFound }
@@ -279,36 +282,57 @@ public final class NetdiskFileSystem: Sendable {
             metadata.didCreate(committed)
         } catch {
             session.abort()
-            throw error
+            throw UploadFailure.wrap(error)
         }
     }
 
-    /// close(2) of one descriptor: the file is committed here, so `cp` sees a failed upload as EIO.
-    public func flush(handle: UInt64) throws {
-        guard let file = handles.get(handle), let writer = file.writer else { return }
-        if handles.openCount(of: writer) > 1 { return }
+    /// close(2) of one descriptor. Only the process that opened a write handle commits here, and
+    /// only when no other write handle on the file is still open: then close returns after the
+    /// commit, with its error. A child closing an inherited copy, or a reader, commits nothing.
+    public func flush(handle: UInt64, caller: pid_t) throws {
+        guard let file = handles.get(handle), file.isWriteHandle, let writer = file.writer else { return }
+        guard caller == file.opener else { return }
+        file.markOpenerClosed()
+        guard handles.isLastOpenWriteHandle(handle, of: writer) else { return }
         try commit(writer, onlyIfWritten: true)
     }
 
+    /// fsync(2): the upload's failure, if it already failed. The commit point stays close().
+    public func fsync(handle: UInt64) throws {
+        guard let file = handles.get(handle), file.isWriteHandle, let writer = file.writer else { return }
+        if writer.isAborted { throw FileSystemError(EIO, "\(writer.remotePath) was unlinked or replaced while open") }
+        if let failure = writer.failure { throw UploadFailure(underlying: failure) }
+    }
+
     public func release(handle: UInt64) throws {
-        guard let file = handles.remove(handle), let writer = file.writer else { return }
-        // The last handle: commit what flush did not (a file never written, e.g. `touch`, or a write
-        // after the last flush) BEFORE the writer leaves the table, so the name never vanishes between.
+        guard let file = handles.remove(handle), file.isWriteHandle, let writer = file.writer else { return }
+        // The last write handle: commit what close did not (a file never written, e.g. `touch`, a
+        // write after the opener closed, a handle whose opener never closed it), BEFORE the writer
+        // leaves the table, so the name never vanishes between. Nobody can receive this error.
         var failure: (any Error)?
-        if handles.openCount(of: writer) <= 1 {
-            do { try commit(writer) } catch { failure = error }
+        if handles.isOnlyWriteHandle(handle, of: writer) {
+            do { try commit(writer) } catch {
+                failure = error
+                logger.error("commit of \(writer.remotePath) at the last release failed, and no process can be told: \(error)")
+            }
         }
-        if handles.detachWriter(writer) { uploads.remove(writer.session) }
+        if handles.detachWriteHandle(handle, from: writer) { uploads.remove(writer.session) }
         if let failure { throw failure }
     }
 
-    /// Failures propagate to the FUSE adapter, which logs the reason once with the operation.
+    /// Failures propagate to the FUSE adapter; the engine has logged the reason.
     private func commit(_ writer: PathWriter, onlyIfWritten: Bool = false) throws {
         let mode = writer.session.modeName
-        guard let entry = try writer.commit(onlyIfWritten: onlyIfWritten) else { return }
-        metadata.didCreate(entry)
-        lastOpened.withLock { $0[writer.remotePath] = nil }
-        logger.info("committed \(writer.remotePath) (\(entry.size) bytes, \(mode))")
+        do {
+            // Recorded under the writer's commit lock, so a rename sees the commit and its listing together.
+            guard let entry = try writer.commit(onlyIfWritten: onlyIfWritten, onCommitted: { entry in
+                metadata.didCreate(entry)
+                lastOpened.withLock { $0[entry.path] = nil }
+            }) else { return }
+            logger.info("committed \(entry.path) (\(entry.size) bytes, \(mode))")
+        } catch {
+            throw UploadFailure.wrap(error)
+        }
     }
 
     /// Aborts every upload still open (the mount is going away): nothing half-written is committed.
@@ -318,11 +342,11 @@ public final class NetdiskFileSystem: Sendable {
         }
     }
 
-    private func requireWritable() throws {
+    func requireWritable() throws {
         if options.readOnly { throw FileSystemError.readOnly }
     }
 
-    private func requireDirectory(_ remote: String) throws {
+    func requireDirectory(_ remote: String) throws {
         if remote == paths.root || remote == "/" { return }
         guard let entry = try metadata.entry(at: remote) else { throw FileSystemError.notFound }
         guard entry.isDirectory else { throw FileSystemError.notDirectory }

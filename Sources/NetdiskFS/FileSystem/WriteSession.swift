@@ -23,6 +23,10 @@ public protocol WriteSession: AnyObject, Sendable {
     var bytesUploaded: Int64 { get }
     func finish() throws -> RemoteEntry
     func abort()
+    /// Commit at this path instead (the open file, or a directory above it, was renamed).
+    func retarget(to path: String)
+    /// Why the session failed, once it has; fsync returns it before close does.
+    var failure: NetdiskError? { get }
 }
 
 /// Makes write sessions; the engine provides the real one.

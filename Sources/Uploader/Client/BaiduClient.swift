@@ -244,7 +244,13 @@ public final class BaiduClient: NetdiskAPI {
             form.append(("local_mtime", String(localMtime)))
         }
         let streaming = await uploads.isStreaming(uploadID)
-        let entry = try await call("create", WireEntry.self) { token in
+        let started = Int64(Date().timeIntervalSince1970)
+        let entry = try await call("create", WireEntry.self, recover: { _ async -> WireEntry? in
+            // The first create took effect and its answer was lost: the retry finds the uploadid spent.
+            guard let found = await self.lookup(path), !found.isDirectory, found.size == size,
+                  max(found.serverMtime, found.localMtime) >= started - 300 || localMtime != nil else { return nil }
+            return WireEntry(found)
+        }) { token in
             streaming
                 ? self.formPost(self.endpoints.api, "/api/create", query: [], token: token, form: form)
                 : self.formPost(self.endpoints.api, "/rest/2.0/xpan/file", query: [("method", "create")], token: token, form: form)
@@ -281,7 +287,11 @@ public final class BaiduClient: NetdiskAPI {
 
     public func makeDirectory(path: String) async throws(NetdiskError) -> RemoteEntry {
         let form: [(String, String)] = [("path", path), ("isdir", "1"), ("rtype", String(ConflictPolicy.fail.rawValue))]
-        return try await call("mkdir", WireEntry.self) { token in
+        return try await call("mkdir", WireEntry.self, recover: { error async -> WireEntry? in
+            // A retried mkdir whose first attempt made the directory answers "exists": that is success.
+            guard case .alreadyExists = error, let found = await self.lookup(path), found.isDirectory else { return nil }
+            return WireEntry(found)
+        }) { token in
             self.formPost(self.endpoints.api, "/rest/2.0/xpan/file", query: [("method", "create")], token: token, form: form)
         }.entry()
     }
@@ -293,7 +303,7 @@ public final class BaiduClient: NetdiskAPI {
 
     public func move(from: String, toDirectory: String, newName: String, ondup: DuplicatePolicy) async throws(NetdiskError) {
         try await fileManager("move", fileList: [["path": from, "dest": toDirectory, "newname": newName, "ondup": ondup.rawValue]],
-                              ondup: ondup)
+                              ondup: ondup, movedFrom: from, to: Self.join(toDirectory, newName))
     }
 
     public func copy(from: String, toDirectory: String, newName: String, ondup: DuplicatePolicy) async throws(NetdiskError) {
@@ -302,12 +312,15 @@ public final class BaiduClient: NetdiskAPI {
     }
 
     public func rename(path: String, newName: String) async throws(NetdiskError) {
-        try await fileManager("rename", fileList: [["path": path, "newname": newName]], ondup: nil)
+        let parent = (path as NSString).deletingLastPathComponent
+        try await fileManager("rename", fileList: [["path": path, "newname": newName]], ondup: nil,
+                              movedFrom: path, to: Self.join(parent.isEmpty ? "/" : parent, newName))
     }
 
-    private struct StatusAnswer: Decodable {}
+    private struct StatusAnswer: Decodable, Sendable {}
 
-    private func fileManager(_ operation: String, fileList: [Any], ondup: DuplicatePolicy?) async throws(NetdiskError) {
+    private func fileManager(_ operation: String, fileList: [Any], ondup: DuplicatePolicy?,
+                             movedFrom source: String? = nil, to target: String? = nil) async throws(NetdiskError) {
         let list: String
         do {
             let data = try JSONSerialization.data(withJSONObject: fileList, options: [.withoutEscapingSlashes])
@@ -319,7 +332,16 @@ public final class BaiduClient: NetdiskAPI {
         if let ondup { form.append(("ondup", ondup.rawValue)) }
         // Only a delete is safely "done" when its retry finds nothing; a move's source could have been absent all along.
         let done: ((NetdiskError) -> Bool)? = operation == "delete" ? { if case .notFound = $0 { return true }; return false } : nil
-        _ = try await call(operation, StatusAnswer.self, alreadyDoneAfterRetry: done) { token in
+        // A retried move or rename whose first attempt took effect answers "not found" (or "exists"):
+        // success when the source is gone and the target is there.
+        var recover: (@Sendable (NetdiskError) async -> StatusAnswer?)?
+        if let source, let target {
+            recover = { _ in
+                guard await self.lookup(source) == nil, await self.lookup(target) != nil else { return nil }
+                return StatusAnswer()
+            }
+        }
+        _ = try await call(operation, StatusAnswer.self, alreadyDoneAfterRetry: done, recover: recover) { token in
             self.formPost(self.endpoints.api, "/rest/2.0/xpan/file", query: [("method", "filemanager"), ("opera", operation)],
                           token: token, form: form)
         }
@@ -341,12 +363,48 @@ public final class BaiduClient: NetdiskAPI {
     }
 
     /// Sends, checks and decodes one call with refresh and retries.
+    ///
+    /// `recover` makes a call idempotent: when a retried call fails, its first attempt may have taken
+    /// effect with only the answer lost (a reset after the server acted). `recover` looks for that
+    /// effect (the moved file, the created directory) and returns it as the answer: never a false
+    /// EEXIST, ENOENT or EIO for something that was done.
     private func call<T: Decodable>(_ name: String, _ type: T.Type, alreadyDoneAfterRetry: ((NetdiskError) -> Bool)? = nil,
+                                    recover: (@Sendable (NetdiskError) async -> T?)? = nil,
                                     _ build: (String) -> HTTPRequest) async throws(NetdiskError) -> T {
-        let response = try await execute(name, build, alreadyDoneAfterRetry: alreadyDoneAfterRetry) { response throws(NetdiskError) in
-            try ResponseDecoding.check(response)
+        let attempts = AttemptLog()
+        let response: HTTPResponse
+        do throws(NetdiskError) {
+            response = try await execute(name, build, alreadyDoneAfterRetry: alreadyDoneAfterRetry, attempts: attempts) { response throws(NetdiskError) in
+                try ResponseDecoding.check(response)
+            }
+        } catch {
+            if attempts.retried, let recover, let found = await recover(error) {
+                logger.info("\(name): \(error) after a retry, but the first attempt had taken effect")
+                return found
+            }
+            throw error
         }
         return try ResponseDecoding.decode(T.self, from: response, call: name)
+    }
+
+    /// Whether a call was sent more than once (so its first attempt may have acted unseen).
+    private final class AttemptLog: @unchecked Sendable {
+        var retried = false
+    }
+
+    /// The entry at a path, from its parent's listing; nil when absent or when the listing fails.
+    private func lookup(_ path: String) async -> RemoteEntry? {
+        let parent = (path as NSString).deletingLastPathComponent
+        let name = (path as NSString).lastPathComponent
+        do throws(NetdiskError) {
+            return try await listAll(directory: parent.isEmpty ? "/" : parent).first { $0.name == name }
+        } catch {
+            return nil
+        }
+    }
+
+    private static func join(_ directory: String, _ name: String) -> String {
+        directory == "/" ? "/" + name : directory + "/" + name
     }
 
     /// The retry loop: one token refresh on -6/111/31045, backoff on transient failures, nothing else retried.
@@ -354,7 +412,7 @@ public final class BaiduClient: NetdiskAPI {
     /// `alreadyDoneAfterRetry` recognises the answer a retried call gets when its first attempt did reach the
     /// server before the connection failed (a delete retried after a reset finds nothing to delete).
     private func execute(_ name: String, _ build: (String) -> HTTPRequest,
-                         alreadyDoneAfterRetry: ((NetdiskError) -> Bool)? = nil,
+                         alreadyDoneAfterRetry: ((NetdiskError) -> Bool)? = nil, attempts: AttemptLog? = nil,
                          accept: (HTTPResponse) throws(NetdiskError) -> Void) async throws(NetdiskError) -> HTTPResponse {
         var retries = 0
         var refreshed = false
@@ -383,6 +441,7 @@ public final class BaiduClient: NetdiskAPI {
                     throw error
                 }
                 retries += 1
+                attempts?.retried = true
                 let delay = retryPolicy.delay(beforeRetry: retries)
                 logger.info("\(name): \(error); retry \(retries) of \(retryPolicy.maxRetries) in \(Int(delay * 1000)) ms")
                 try await sleep(seconds: delay)

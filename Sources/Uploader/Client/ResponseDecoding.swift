@@ -51,6 +51,7 @@ enum ResponseDecoding {
 /// A number Baidu sometimes sends as a string.
 struct LenientInt: Decodable, Sendable {
     var value: Int
+    init(_ value: Int) { self.value = value }
     init(from decoder: Decoder) throws {
         let container = try decoder.singleValueContainer()
         if let number = try? container.decode(Int.self) {
@@ -66,7 +67,7 @@ struct LenientInt: Decodable, Sendable {
 }
 
 /// The file object of list, create, filemetas and precreate's rapid hit.
-struct WireEntry: Decodable {
+struct WireEntry: Decodable, Sendable {
     var fs_id: UInt64?
     var path: String?
     var server_filename: String?
@@ -78,6 +79,18 @@ struct WireEntry: Decodable {
     var local_mtime: LenientInt?
     var mtime: LenientInt?
     var dlink: String?
+
+    /// The wire form of an entry already decoded (an answer recovered from a listing).
+    init(_ entry: RemoteEntry) {
+        fs_id = entry.fsID
+        path = entry.path
+        server_filename = entry.name
+        size = LenientInt(Int(entry.size))
+        isdir = LenientInt(entry.isDirectory ? 1 : 0)
+        md5 = entry.md5
+        server_mtime = LenientInt(Int(entry.serverMtime))
+        local_mtime = LenientInt(Int(entry.localMtime))
+    }
 
     func entry() throws(NetdiskError) -> RemoteEntry {
         guard let fsID = fs_id, let path else { throw NetdiskError.protocolViolation("file object without fs_id or path") }

@@ -32,6 +32,8 @@ final class SparseCache: @unchecked Sendable {
         path = dir + "/" + UUID().uuidString
         fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw .localIO("create \(path): \(String(cString: strerror(errno)))") }
+        // Held while the file is open: a sweep (CacheSweeper) leaves locked files alone.
+        _ = flock(fd, LOCK_EX | LOCK_NB)
         self.size = 0
         self.api = api
         self.backing = backing

@@ -1,0 +1,72 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Uploader
+
+/// rename(2), with files open for writing on either side (DESIGN.md, "Write semantics").
+extension NetdiskFileSystem {
+    /// Replaces a file, or an empty directory with a directory.
+    ///
+    /// - A file being written may be renamed (rsync and download managers do, even before the
+    ///   kernel's release arrives); its commit lands at the new name. So do the commits of files
+    ///   being written below a renamed directory.
+    /// - A rename onto a file being written replaces it: that writer is aborted, and its bytes
+    ///   are committed nowhere.
+    /// - `RENAME_NOREPLACE` counts a file being written as existing.
+    ///
+    /// Every writer that moves has its commit lock held throughout: a commit in flight lands first
+    /// (and is then moved with the rest), and no commit can start at the old path meanwhile.
+    public func rename(_ from: String, to: String, noReplace: Bool) throws {
+        try requireWritable()
+        let source = paths.remote(from), target = paths.remote(to)
+        if source == target { return }
+        guard source != paths.root else { throw FileSystemError.busy }
+        let moving = handles.writers(under: source).sorted { ObjectIdentifier($0) < ObjectIdentifier($1) }
+        for writer in moving { writer.commitLock.lock() }
+        defer { for writer in moving.reversed() { writer.commitLock.unlock() } }
+
+        let sourceWriter = handles.writer(for: source)
+        // What the cloud holds at the source: a version this writer already committed (its release
+        // not yet here), the old version it is replacing, or a plain file or directory.
+        let entry = try sourceWriter?.committed ?? metadata.entry(at: source)
+        guard entry != nil || sourceWriter != nil else { throw FileSystemError.notFound }
+        let isDirectory = sourceWriter == nil && entry?.isDirectory == true
+        if isDirectory && MetadataCache.isSelfOrDescendant(target, of: source) { throw FileSystemError(EINVAL) }
+        try requireDirectory(RemotePath.split(target).parent)
+
+        let targetWriter = handles.writer(for: target)
+        let existing = try metadata.entry(at: target)
+        if noReplace && (existing != nil || targetWriter != nil) { throw FileSystemError(EEXIST) }
+        if targetWriter != nil && isDirectory { throw FileSystemError.notDirectory }
+        if let existing {
+            if isDirectory && !existing.isDirectory { throw FileSystemError.notDirectory }
+            if !isDirectory && existing.isDirectory { throw FileSystemError.isDirectory }
+            if existing.isDirectory {
+                metadata.invalidate(target)
+                guard try metadata.listing(of: target).entries.isEmpty, handles.writers(in: target).isEmpty else {
+                    throw FileSystemError.notEmpty
+                }
+                try delete(target)
+            }
+        }
+        if targetWriter != nil, handles.abortWriter(for: target) != nil {
+            logger.info("rename \(source) -> \(target): the file being written at \(target) was replaced; nothing of it is committed")
+        }
+
+        if let entry {
+            let (directory, name) = RemotePath.split(target)
+            let api = self.api
+            try Blocking.await { () async throws(NetdiskError) in
+                try await api.move(from: source, toDirectory: directory, newName: name, ondup: .overwrite)
+            }
+            metadata.didRename(from: source, to: target, entry: entry)
+        } else if let existing, !existing.isDirectory {
+            // A new file being written replaces a committed one: POSIX says the old one is gone now,
+            // and a later abort of the writer must not bring it back.
+            try delete(target)
+        }
+        handles.retarget(from: source, to: target)
+        logger.info("rename \(source) -> \(target)\(sourceWriter != nil || !moving.isEmpty ? " (open for writing: commits follow)" : "")")
+    }
+}

@@ -1,0 +1,177 @@
+import Foundation
+import Synchronization
+import Uploader
+
+/// The one upload of a path, shared by every descriptor open for writing on it.
+///
+/// A write after a commit (a child still writing after the opener closed) starts a new cached
+/// session over the committed file, so no write is ever lost. An aborted writer (unlinked, or
+/// replaced by a rename onto its name) never commits, and its handles answer EIO from then on:
+/// the bytes they wrote are gone, and nothing else may be returned in their place.
+///
+/// Three locks, each for one reason:
+/// - `operationLock` serializes data calls (which may block for backpressure or a commit);
+/// - `commitLock` is held only while committing, so a rename waits for an in-flight commit to land
+///   (then moves it) but never behind a writer blocked for memory;
+/// - `stateLock` guards the fields, so `size` (getattr, readdir) never waits for either.
+final class PathWriter: @unchecked Sendable {
+    private let operationLock = NSLock()
+    let commitLock = NSLock()
+    private let stateLock = NSLock()
+    private var path: String
+    private var current: any WriteSession
+    /// True while the session holds changes the cloud does not have.
+    private var pending: Bool
+    /// True once data calls changed the file (not just opened it).
+    private var written = false
+    private var aborted = false
+    private var committedEntry: RemoteEntry?
+    private let reopen: @Sendable (String, RemoteEntry) throws -> any WriteSession
+    private var modified = Int64(Date().timeIntervalSince1970)
+
+    init(remotePath: String, session: any WriteSession, pendingAtStart: Bool,
+         reopen: @escaping @Sendable (String, RemoteEntry) throws -> any WriteSession) {
+        self.path = remotePath
+        self.current = session
+        self.pending = pendingAtStart
+        self.reopen = reopen
+    }
+
+    /// Where the file will be committed; changes when the file or a directory above it is renamed.
+    var remotePath: String { stateLock.withLock { path } }
+    var session: any WriteSession { stateLock.withLock { current } }
+    var mtime: Int64 { stateLock.withLock { modified } }
+    var isAborted: Bool { stateLock.withLock { aborted } }
+
+    var size: Int64 {
+        stateLock.withLock { aborted ? 0 : (committedEntry?.size ?? current.size) }
+    }
+
+    /// The committed version while no later write has reopened the file; nil otherwise.
+    var committed: RemoteEntry? { stateLock.withLock { committedEntry } }
+
+    /// True when the cloud holds nothing of this writer's yet (no commit, or a later write pending).
+    var hasUncommittedChanges: Bool { stateLock.withLock { !aborted && (committedEntry == nil) && pending } }
+
+    /// Points the writer (and its session) at a new path. Call with `commitLock` held.
+    func retarget(to newPath: String) {
+        let session = stateLock.withLock { () -> any WriteSession in
+            path = newPath
+            if var entry = committedEntry {
+                entry.path = newPath
+                entry.name = RemotePath.split(newPath).name
+                committedEntry = entry
+            }
+            return current
+        }
+        session.retarget(to: newPath)
+    }
+
+    /// The session to use now, reopening over the committed file if needed.
+    private func liveSession() throws -> any WriteSession {
+        let (committed, session, isAborted, target) = stateLock.withLock { (committedEntry, current, aborted, path) }
+        if isAborted { throw FileSystemError(EIO, "\(target) was unlinked or replaced while open; its bytes are gone") }
+        guard let committed else { return session }
+        let reopened = try reopen(target, committed)
+        stateLock.withLock {
+            current = reopened
+            committedEntry = nil
+        }
+        return reopened
+    }
+
+    private func touched() {
+        let now = Int64(Date().timeIntervalSince1970)
+        stateLock.withLock {
+            pending = true
+            written = true
+            modified = now
+        }
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws {
+        try operationLock.withLock {
+            try liveSession().write(bytes, at: offset)
+            touched()
+        }
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int {
+        try operationLock.withLock {
+            try liveSession().read(into: buffer, at: offset)
+        }
+    }
+
+    /// A read for a handle that must not change the writer: nil when the committed file should be read instead.
+    func readWithoutReopening(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int? {
+        try operationLock.withLock {
+            let (committed, session, isAborted) = stateLock.withLock { (committedEntry, current, aborted) }
+            if isAborted { throw FileSystemError(EIO, "the file was unlinked or replaced while being written") }
+            if committed != nil { return nil }
+            return try session.read(into: buffer, at: offset)
+        }
+    }
+
+    func truncate(to size: Int64) throws {
+        try operationLock.withLock {
+            try liveSession().truncate(to: size)
+            touched()
+        }
+    }
+
+    /// The session's failure, if it already failed (fsync reports it).
+    var failure: NetdiskError? {
+        stateLock.withLock { aborted ? nil : current.failure }
+    }
+
+    /// Commits pending changes; returns the new entry, or nil when there was nothing to commit.
+    ///
+    /// `onlyIfWritten` (flush): a file opened but not yet written is left for the last release, so
+    /// `echo x > f` (whose shell closes a dup of the descriptor before writing) uploads once, not twice.
+    /// `onCommitted` runs under the commit lock, so whoever waits on it sees the commit recorded.
+    func commit(onlyIfWritten: Bool = false, onCommitted: (RemoteEntry) -> Void = { _ in }) throws -> RemoteEntry? {
+        try operationLock.withLock {
+            try commitLock.withLock {
+                let (session, isPending, done, hasWrites) = stateLock.withLock { (current, pending, aborted || committedEntry != nil, written) }
+                if done { return nil }
+                if onlyIfWritten && !hasWrites { return nil }
+                guard isPending else {
+                    // Opened for writing over an existing file and never changed: nothing to upload.
+                    session.abort()
+                    stateLock.withLock { aborted = true }
+                    return nil
+                }
+                // Renames retarget under the commit lock, so the path cannot move during finish.
+                let entry = try session.finish()
+                stateLock.withLock {
+                    committedEntry = entry
+                    pending = false
+                }
+                onCommitted(entry)
+                return entry
+            }
+        }
+    }
+
+    /// Aborts the upload (unlink, or a rename onto this name): nothing is committed.
+    /// Does not wait for a blocked write: the engine's abort wakes it.
+    func abort() {
+        let session = stateLock.withLock { () -> (any WriteSession)? in
+            guard !aborted else { return nil }
+            aborted = true
+            return committedEntry == nil ? current : nil
+        }
+        session?.abort()
+    }
+
+    /// Aborts if changes are pending; true when something was thrown away.
+    func abortIfUncommitted() -> Bool {
+        let (session, wasPending) = stateLock.withLock { () -> ((any WriteSession)?, Bool) in
+            guard !aborted, committedEntry == nil else { return (nil, false) }
+            aborted = true
+            return (current, pending)
+        }
+        session?.abort()
+        return wasPending
+    }
+}

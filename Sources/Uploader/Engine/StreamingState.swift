@@ -1,0 +1,216 @@
+import Foundation
+import Logging
+
+/// The streaming state of a ``FileWriteSession``: the in-memory window of parts not yet sent.
+final class StreamingState: @unchecked Sendable {
+    final class Slot {
+        let buffer: SectionBuffer
+        var written = ByteRanges()
+        init(buffer: SectionBuffer) { self.buffer = buffer }
+        func isFull(_ slice: Int) -> Bool { written.contains(0..<Int64(slice)) }
+    }
+
+    let slice: Int
+    let pool: BufferPool
+    /// Parts handed to the pipeline; everything below `frontier` is immutable.
+    var sentParts = 0
+    var slots: [Int: Slot] = [:]
+    var size: Int64 = 0
+    var pipeline: OrderedPipeline?
+    var uploadID: String?
+    /// The first part, kept after it was sent so that programs sniffing the head of a file being
+    /// written (`file`, thumbnailers, indexers) read it from memory instead of forcing a spool.
+    private(set) var head: Slot?
+    private var headRelease: SharedRelease?
+
+    init(slice: Int, pool: BufferPool) {
+        self.slice = slice
+        self.pool = pool
+    }
+
+    var frontier: Int64 { Int64(sentParts) * Int64(slice) }
+
+    /// True when every byte of the read is still in memory: in the window, or in the kept first part.
+    func canServe(offset: Int64, count: Int) -> Bool {
+        if offset >= frontier { return true }
+        guard head != nil else { return false }
+        let end = min(offset + Int64(count), size)
+        return end <= Int64(slice) || frontier == Int64(slice)
+    }
+
+    func accepts(offset: Int64, end: Int64, window: Int) -> Bool {
+        offset >= frontier && end <= Int64(sentParts + window) * Int64(slice)
+    }
+
+    /// Copies into the window; `afterPart` runs after each part touched (to submit a part it filled).
+    func copy(_ bytes: UnsafeRawBufferPointer, at offset: Int64,
+              afterPart: () throws(NetdiskError) -> Void = {}) throws(NetdiskError) {
+        guard !bytes.isEmpty else {
+            size = max(size, offset)
+            return
+        }
+        var cursor = offset
+        var source = 0
+        let end = offset + Int64(bytes.count)
+        while cursor < end {
+            let part = Int(cursor / Int64(slice))
+            let local = Int(cursor - Int64(part) * Int64(slice))
+            let n = min(slice - local, Int(end - cursor))
+            let slot = try slotFor(part)
+            (slot.buffer.base + local).copyMemory(from: bytes.baseAddress! + source, byteCount: n)
+            slot.written.insert(Int64(local)..<Int64(local + n))
+            cursor += Int64(n)
+            source += n
+            size = max(size, cursor)
+            if cursor < end { try afterPart() }
+        }
+    }
+
+    /// Free space of the head slot at `offset` (the end of the file), for a producer to fill in place.
+    func headSpace(at offset: Int64, limit: Int) throws(NetdiskError) -> UnsafeMutableRawBufferPointer {
+        let part = Int(offset / Int64(slice))
+        let local = Int(offset - Int64(part) * Int64(slice))
+        let slot = try slotFor(part)
+        return UnsafeMutableRawBufferPointer(start: slot.buffer.base + local, count: min(slice - local, limit))
+    }
+
+    /// Records `count` bytes a producer wrote in place at `offset` (see ``headSpace(at:limit:)``).
+    func commitHead(at offset: Int64, count: Int) {
+        let part = Int(offset / Int64(slice))
+        let local = Int64(offset - Int64(part) * Int64(slice))
+        slots[part]?.written.insert(local..<local + Int64(count))
+        size = max(size, offset + Int64(count))
+    }
+
+    private func slotFor(_ part: Int) throws(NetdiskError) -> Slot {
+        if let slot = slots[part] { return slot }
+        let slot = Slot(buffer: try pool.acquire())
+        slots[part] = slot
+        return slot
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Int {
+        let count = Int(min(Int64(buffer.count), size - offset))
+        var done = 0
+        while done < count {
+            let position = offset + Int64(done)
+            let part = Int(position / Int64(slice))
+            let local = Int(position - Int64(part) * Int64(slice))
+            let n = min(slice - local, count - done)
+            let target = buffer.baseAddress! + done
+            target.initializeMemory(as: UInt8.self, repeating: 0, count: n)
+            if let slot = slots[part] ?? (part == 0 ? head : nil) {
+                for range in slot.written.ranges {
+                    let lo = max(Int(range.lowerBound), local), hi = min(Int(range.upperBound), local + n)
+                    if lo < hi { (target + (lo - local)).copyMemory(from: slot.buffer.base + lo, byteCount: hi - lo) }
+                }
+            }
+            done += n
+        }
+        return count
+    }
+
+    func truncate(to newSize: Int64) {
+        for (part, slot) in slots where Int64(part) * Int64(slice) >= newSize {
+            pool.release(slot.buffer)
+            slots[part] = nil
+        }
+        let lastPart = Int(newSize / Int64(slice))
+        if let slot = slots[lastPart] {
+            slot.written.clip(to: newSize - Int64(lastPart) * Int64(slice))
+        }
+        size = newSize
+    }
+
+    /// Zero-fills the holes of the head part (a sparse stretch, or a truncate that extended the file).
+    func fillHead(length: Int) throws(NetdiskError) {
+        let slot = try slotFor(sentParts)
+        for gap in slot.written.gaps(in: 0..<Int64(length)) {
+            (slot.buffer.base + Int(gap.lowerBound)).initializeMemory(as: UInt8.self, repeating: 0,
+                                                                      count: Int(gap.upperBound - gap.lowerBound))
+        }
+        slot.written.insert(0..<Int64(length))
+    }
+
+    func submitHead(length: Int) throws(NetdiskError) {
+        guard let pipeline, let slot = slots.removeValue(forKey: sentParts) else { return }
+        slot.buffer.count = length
+        let pool = self.pool, buffer = slot.buffer
+        let partseq = sentParts
+        sentParts += 1
+        var release: @Sendable () -> Void = { pool.release(buffer) }
+        if partseq == 0 {
+            // Back to the pool only when both the upload and the readers are done with it.
+            let shared = SharedRelease(holders: 2, release)
+            head = slot
+            headRelease = shared
+            release = { shared.done() }
+        }
+        try pipeline.submit(PipelineJob(partseq: partseq, bytes: buffer.bytes, knownMD5: nil, release: release))
+    }
+
+    /// Writes the in-memory window to the cache file (fallback).
+    func spill(into cache: SparseCache) throws(NetdiskError) {
+        for (part, slot) in slots {
+            let base = Int64(part) * Int64(slice)
+            for range in slot.written.ranges {
+                let hi = min(range.upperBound, size - base)
+                guard hi > range.lowerBound else { continue }
+                try cache.write(UnsafeRawBufferPointer(start: slot.buffer.base + Int(range.lowerBound),
+                                                       count: Int(hi - range.lowerBound)), at: base + range.lowerBound)
+            }
+        }
+    }
+
+    func releaseAll() {
+        for slot in slots.values { pool.release(slot.buffer) }
+        slots.removeAll()
+        releaseHead()
+        pool.close()
+    }
+
+    /// Readers no longer need the first part (commit, fallback or cancel).
+    func releaseHead() {
+        head = nil
+        headRelease?.done()
+        headRelease = nil
+    }
+
+    func cancel(_ reason: NetdiskError) {
+        pipeline?.cancel(reason)
+        releaseAll()
+    }
+
+    /// A read-only view of the window, for committing a file that never needed a second part.
+    func memorySource() -> any RandomAccessSource { WindowSource(state: self) }
+
+    private final class WindowSource: RandomAccessSource, @unchecked Sendable {
+        let state: StreamingState
+        init(state: StreamingState) { self.state = state }
+        var size: Int64 { state.size }
+        func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(NetdiskError) -> Int {
+            guard offset < state.size else { return 0 }
+            return state.read(into: buffer, at: offset)
+        }
+    }
+}
+
+/// Runs `release` once every holder has called ``done()``.
+final class SharedRelease: @unchecked Sendable {
+    private let lock = NSLock()
+    private var holders: Int
+    private let release: @Sendable () -> Void
+
+    init(holders: Int, _ release: @escaping @Sendable () -> Void) {
+        self.holders = holders
+        self.release = release
+    }
+
+    func done() {
+        let last = lock.withLock { () -> Bool in
+            holders -= 1
+            return holders == 0
+        }
+        if last { release() }
+    }
+}
