@@ -197,7 +197,8 @@ struct EmulatorEndToEndTests {
         let harness = try await EmulatorHarness.start()
         let session = FileWriteSession(api: harness.client, remotePath: "/apps/netdiskfs/aborted.bin", mode: .streaming,
                                        options: harness.options(), budget: MemoryBudget(bytes: 256 << 20), logger: testLogger)
-        let content = GeneratedContent(size: 6 * slice, seed: 14)
+        // More than the pool holds (threads + 1 + the kept head), so parts must go out before it returns.
+        let content = GeneratedContent(size: 16 * slice, seed: 14)
         var data = [UInt8]()
         content.forEachChunk(1 << 20) { chunk, _ in data += chunk }
         let bytes = data

@@ -134,7 +134,8 @@ func writeAll(_ session: FileWriteSession, _ data: [UInt8], chunk: Int = 10_000)
 
     @Test func abortCommitsNothing() async throws {
         let api = FakeNetdisk()
-        let data = SplitMix.bytes(5 * testSlice, seed: 3)
+        // More than the pool holds (threads + 1 + the kept head), so parts must go out before it returns.
+        let data = SplitMix.bytes(16 * testSlice, seed: 3)
         let session = FileWriteSession(api: api, remotePath: "/gone", mode: .streaming, options: testOptions(),
                                        budget: MemoryBudget(bytes: 64 << 20), logger: testLogger)
         try await onForeignThread { () throws(NetdiskError) in try writeAll(session, data) }
@@ -461,4 +462,68 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
         try await inner.copy(from: from, toDirectory: toDirectory, newName: newName, ondup: ondup)
     }
     func rename(path: String, newName: String) async throws(NetdiskError) { try await inner.rename(path: path, newName: newName) }
+}
+
+/// Who owns a staging file, and the sweeps at start-up.
+@Suite struct LeftoverTests {
+    @Test func stagingNamesCarryTheirOwner() throws {
+        let name = StagingOwner.current.fileName()
+        let owner = try #require(StagingOwner.parse(name))
+        #expect(owner == StagingOwner.current && owner.isAlive)
+        var dead = owner
+        dead.startTime += 1
+        #expect(!dead.isAlive, "a reused pid with another start time is not the owner")
+        #expect(StagingOwner.parse(UUID().uuidString) == nil, "a name we did not make has no owner")
+    }
+
+    @Test func cacheSweepSparesFilesALiveSessionHolds() throws {
+        let directory = NSTemporaryDirectory() + "sweep-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory + "/files", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let abandoned = directory + "/files/abandoned"
+        try Data(repeating: 1, count: 10_000).write(to: URL(fileURLWithPath: abandoned))
+        let live = try SparseCache(directory: directory, size: 0, backing: nil, backingLimit: 0, api: FakeNetdisk(),
+                                   logger: testLogger)
+        let swept = CacheSweeper.sweep(cacheDirectory: directory, logger: testLogger)
+        #expect(swept.files == 1)
+        #expect(!FileManager.default.fileExists(atPath: abandoned))
+        #expect(FileManager.default.fileExists(atPath: live.path), "the open session's file stays")
+        live.discard()
+    }
+}
+
+/// Sent parts that readers of a file being written may still read, and when their buffers go back.
+@Suite struct SentPartsTests {
+    final class Counter: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value = 0
+        func add() { lock.withLock { value += 1 } }
+        var count: Int { lock.withLock { value } }
+    }
+
+    @Test func headAndTailStayReadableAndEveryBufferGoesBackOnce() throws {
+        let slice = 4 << 20
+        let sent = SentParts(slice: slice)
+        #expect(sent.headParts == 2 && sent.tailParts == 3)
+        let returned = Counter()
+        var uploadDone: [@Sendable () -> Void] = []
+        for partseq in 0..<10 {
+            let buffer = SectionBuffer(capacity: 16)
+            buffer.base.storeBytes(of: UInt8(partseq), as: UInt8.self)
+            buffer.count = 16
+            uploadDone.append(sent.add(partseq: partseq, buffer: buffer, length: 16, giveBack: { returned.add() }))
+        }
+        var byte: UInt8 = 0
+        // Every part is still uploading: all readable.
+        for partseq in 0..<10 { #expect(sent.copy(part: partseq, from: 0, count: 1, to: &byte) && byte == UInt8(partseq)) }
+        for done in uploadDone { done() }
+        // Uploaded: the head (0, 1) and the tail (7, 8, 9) stay; the middle went back.
+        for partseq in [0, 1, 7, 8, 9] { #expect(sent.copy(part: partseq, from: 0, count: 1, to: &byte), "part \(partseq)") }
+        for partseq in 2...6 { #expect(!sent.copy(part: partseq, from: 0, count: 1, to: &byte), "part \(partseq)") }
+        #expect(returned.count == 5)
+        #expect(!sent.copy(part: 0, from: 8, count: 16, to: &byte), "never past a part's length")
+        sent.letGoOfAll()
+        #expect(returned.count == 10, "each buffer went back exactly once")
+        #expect(!sent.copy(part: 0, from: 0, count: 1, to: &byte))
+    }
 }

@@ -75,6 +75,34 @@ public final class BufferPool: @unchecked Sendable {
         }
     }
 
+    /// What ``tryAcquire()`` found.
+    public enum Attempt {
+        case buffer(SectionBuffer)
+        /// Every buffer of this pool is out: one comes back when a part finishes uploading.
+        case poolExhausted
+        /// The pool may grow, but the shared budget refused (other files hold it).
+        case budgetExhausted
+    }
+
+    /// A buffer if one can be had without waiting, or why not.
+    public func tryAcquire() throws(NetdiskError) -> Attempt {
+        condition.lock()
+        defer { condition.unlock() }
+        if cancelled { throw .cancelled }
+        if let buffer = free.popLast() {
+            buffer.count = 0
+            return .buffer(buffer)
+        }
+        if allocated >= limit { return .poolExhausted }
+        if allocated == 0 {
+            budget.forceReserve(bufferSize)
+        } else if !budget.tryReserve(bufferSize) {
+            return .budgetExhausted
+        }
+        allocated += 1
+        return .buffer(SectionBuffer(capacity: bufferSize))
+    }
+
     public func release(_ buffer: SectionBuffer) {
         condition.lock()
         if cancelled || allocated > limit || (allocated > 1 && budget.isContended) {

@@ -65,9 +65,10 @@ public final class FileWriteSession: @unchecked Sendable {
         switch mode {
         case .streaming:
             counters = ProgressCounters(mode: .streaming, observer: progressObserver)
-            // threads in flight + the one filling (+ the first part, kept for readers that sniff the
-            // head); writes ahead in the window wait for a buffer to free.
-            let pool = BufferPool(bufferSize: options.sliceSize, limit: max(options.threads + 1, options.reorderWindowSlices) + 1,
+            // threads in flight + the one filling (+ the first and latest parts, kept for readers
+            // that sniff a file's ends); writes ahead in the window wait for a buffer to free.
+            let pool = BufferPool(bufferSize: options.sliceSize,
+                                  limit: max(options.threads + 1, options.reorderWindowSlices) + SentParts.extraBuffers(slice: options.sliceSize),
                                   budget: budget)
             state = .streaming(StreamingState(slice: options.sliceSize, pool: pool))
             streamPool = pool
@@ -104,8 +105,12 @@ public final class FileWriteSession: @unchecked Sendable {
     /// Why the session failed, once it has (fsync reports it before close does).
     public var failure: NetdiskError? {
         lock.lock(); defer { lock.unlock() }
-        if case .failed(let error) = state { return error }
-        return nil
+        switch state {
+        case .failed(let error): return error
+        // A part that failed for good fails the file, even before the next write notices.
+        case .streaming(let stream): return stream.pipeline?.error
+        default: return nil
+        }
     }
 
     /// Commits at `path` instead: the open file was renamed. Staging stays where it is (the same app folder).
@@ -206,7 +211,7 @@ public final class FileWriteSession: @unchecked Sendable {
         switch state {
         case .streaming(let stream):
             guard offset < stream.size else { return 0 }
-            if stream.canServe(offset: offset, count: buffer.count) { return stream.read(into: buffer, at: offset) }
+            if let count = stream.read(into: buffer, at: offset) { return count }
             do throws(NetdiskError) {
                 try fallBack(stream, reason: "read at \(offset) of bytes already sent")
             } catch { fail(error); throw error }

@@ -18,25 +18,16 @@ final class StreamingState: @unchecked Sendable {
     var size: Int64 = 0
     var pipeline: OrderedPipeline?
     var uploadID: String?
-    /// The first part, kept after it was sent so that programs sniffing the head of a file being
-    /// written (`file`, thumbnailers, indexers) read it from memory instead of forcing a spool.
-    private(set) var head: Slot?
-    private var headRelease: SharedRelease?
+    /// Sent parts readers may still read (the head, the tail, and parts in flight).
+    let sent: SentParts
 
     init(slice: Int, pool: BufferPool) {
         self.slice = slice
         self.pool = pool
+        sent = SentParts(slice: slice)
     }
 
     var frontier: Int64 { Int64(sentParts) * Int64(slice) }
-
-    /// True when every byte of the read is still in memory: in the window, or in the kept first part.
-    func canServe(offset: Int64, count: Int) -> Bool {
-        if offset >= frontier { return true }
-        guard head != nil else { return false }
-        let end = min(offset + Int64(count), size)
-        return end <= Int64(slice) || frontier == Int64(slice)
-    }
 
     func accepts(offset: Int64, end: Int64, window: Int) -> Bool {
         offset >= frontier && end <= Int64(sentParts + window) * Int64(slice)
@@ -84,12 +75,25 @@ final class StreamingState: @unchecked Sendable {
 
     private func slotFor(_ part: Int) throws(NetdiskError) -> Slot {
         if let slot = slots[part] { return slot }
-        let slot = Slot(buffer: try pool.acquire())
+        var attempt = try pool.tryAcquire()
+        switch attempt {
+        case .budgetExhausted where sent.holdsAny:
+            // Parts kept for readers are a convenience, never a reason to wait on memory other files
+            // hold: they go back (once uploaded), and readers of sent bytes take the cached path.
+            sent.letGoOfAll()
+            attempt = try pool.tryAcquire()
+        default:
+            break
+        }
+        var buffer: SectionBuffer?
+        if case .buffer(let got) = attempt { buffer = got } else { buffer = try pool.acquire() }
+        let slot = Slot(buffer: buffer!)
         slots[part] = slot
         return slot
     }
 
-    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Int {
+    /// Reads from memory: the window, or sent parts still held. nil when a byte needed is gone.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Int? {
         let count = Int(min(Int64(buffer.count), size - offset))
         var done = 0
         while done < count {
@@ -98,11 +102,15 @@ final class StreamingState: @unchecked Sendable {
             let local = Int(position - Int64(part) * Int64(slice))
             let n = min(slice - local, count - done)
             let target = buffer.baseAddress! + done
-            target.initializeMemory(as: UInt8.self, repeating: 0, count: n)
-            if let slot = slots[part] ?? (part == 0 ? head : nil) {
-                for range in slot.written.ranges {
-                    let lo = max(Int(range.lowerBound), local), hi = min(Int(range.upperBound), local + n)
-                    if lo < hi { (target + (lo - local)).copyMemory(from: slot.buffer.base + lo, byteCount: hi - lo) }
+            if part < sentParts {
+                guard sent.copy(part: part, from: local, count: n, to: target) else { return nil }
+            } else {
+                target.initializeMemory(as: UInt8.self, repeating: 0, count: n)
+                if let slot = slots[part] {
+                    for range in slot.written.ranges {
+                        let lo = max(Int(range.lowerBound), local), hi = min(Int(range.upperBound), local + n)
+                        if lo < hi { (target + (lo - local)).copyMemory(from: slot.buffer.base + lo, byteCount: hi - lo) }
+                    }
                 }
             }
             done += n
@@ -138,14 +146,7 @@ final class StreamingState: @unchecked Sendable {
         let pool = self.pool, buffer = slot.buffer
         let partseq = sentParts
         sentParts += 1
-        var release: @Sendable () -> Void = { pool.release(buffer) }
-        if partseq == 0 {
-            // Back to the pool only when both the upload and the readers are done with it.
-            let shared = SharedRelease(holders: 2, release)
-            head = slot
-            headRelease = shared
-            release = { shared.done() }
-        }
+        let release = sent.add(partseq: partseq, buffer: buffer, length: length, giveBack: { pool.release(buffer) })
         try pipeline.submit(PipelineJob(partseq: partseq, bytes: buffer.bytes, knownMD5: nil, release: release))
     }
 
@@ -165,15 +166,8 @@ final class StreamingState: @unchecked Sendable {
     func releaseAll() {
         for slot in slots.values { pool.release(slot.buffer) }
         slots.removeAll()
-        releaseHead()
+        sent.letGoOfAll()
         pool.close()
-    }
-
-    /// Readers no longer need the first part (commit, fallback or cancel).
-    func releaseHead() {
-        head = nil
-        headRelease?.done()
-        headRelease = nil
     }
 
     func cancel(_ reason: NetdiskError) {
@@ -190,27 +184,10 @@ final class StreamingState: @unchecked Sendable {
         var size: Int64 { state.size }
         func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(NetdiskError) -> Int {
             guard offset < state.size else { return 0 }
-            return state.read(into: buffer, at: offset)
+            // Only used before any part was sent, so every byte is in the window.
+            guard let count = state.read(into: buffer, at: offset) else { throw .localIO("window read of sent bytes") }
+            return count
         }
     }
 }
 
-/// Runs `release` once every holder has called ``done()``.
-final class SharedRelease: @unchecked Sendable {
-    private let lock = NSLock()
-    private var holders: Int
-    private let release: @Sendable () -> Void
-
-    init(holders: Int, _ release: @escaping @Sendable () -> Void) {
-        self.holders = holders
-        self.release = release
-    }
-
-    func done() {
-        let last = lock.withLock { () -> Bool in
-            holders -= 1
-            return holders == 0
-        }
-        if last { release() }
-    }
-}

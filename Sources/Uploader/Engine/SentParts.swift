@@ -1,0 +1,108 @@
+import Foundation
+
+/// Parts of a stream already handed to the uploader that readers may still read.
+///
+/// Why: programs that sniff a file being written (`file`, thumbnailers, indexers) read its head and
+/// its tail (libmagic 5.44 reads 7 MiB at each end, more than a 4 MiB slice). Bytes already sent are
+/// in Baidu's staging area only, so without these a read of them would move the whole file to the
+/// cached path and spool it to disk. What stays readable:
+/// - every part still uploading (its buffer is alive anyway);
+/// - the first parts (at least 8 MiB) until the commit;
+/// - the latest parts (at least 12 MiB: a tail read begins at the size `file` saw, and the stream
+///   moves on while it reads the head).
+///
+/// Each part's buffer returns to the pool only when both its upload and the readers are done
+/// with it. The pool's limit counts the head and the tail, so keeping them never makes a writer
+/// wait for itself; everything is let go when the shared memory budget is short (other files need it).
+final class SentParts: @unchecked Sendable {
+    private final class Part: @unchecked Sendable {
+        let buffer: SectionBuffer
+        let length: Int
+        private let lock = NSLock()
+        private var uploaded = false
+        private var held: Bool
+        private var alive = true
+        private let giveBack: @Sendable () -> Void
+
+        init(buffer: SectionBuffer, length: Int, held: Bool, giveBack: @escaping @Sendable () -> Void) {
+            self.buffer = buffer
+            self.length = length
+            self.held = held
+            self.giveBack = giveBack
+        }
+
+        var isAlive: Bool { lock.withLock { alive } }
+
+        /// Copies `count` bytes from `offset` in the part; false once its buffer went back.
+        func copy(from offset: Int, count: Int, to target: UnsafeMutableRawPointer) -> Bool {
+            lock.withLock {
+                guard alive, offset + count <= length else { return false }
+                target.copyMemory(from: buffer.base + offset, byteCount: count)
+                return true
+            }
+        }
+
+        func uploadDone() { finish { uploaded = true } }
+        func letGo() { finish { held = false } }
+
+        private func finish(_ change: () -> Void) {
+            let release = lock.withLock { () -> Bool in
+                change()
+                guard alive, uploaded, !held else { return false }
+                alive = false
+                return true
+            }
+            if release { giveBack() }
+        }
+    }
+
+    let headParts: Int
+    let tailParts: Int
+    private var parts: [Int: Part] = [:]
+    /// Partseqs held for the tail, oldest first.
+    private var tail: [Int] = []
+    private var keeping = true
+
+    static let headBytes = 8 << 20
+    static let tailBytes = 12 << 20
+
+    /// Parts kept at the head for a slice size: enough for ``headBytes``, one or two.
+    static func headParts(slice: Int) -> Int { min(2, max(1, (headBytes + slice - 1) / slice)) }
+    /// Parts kept at the tail: enough for ``tailBytes``, one to three.
+    static func tailParts(slice: Int) -> Int { min(3, max(1, (tailBytes + slice - 1) / slice)) }
+    /// Buffers a stream's pool holds beyond its uploads for these.
+    static func extraBuffers(slice: Int) -> Int { headParts(slice: slice) + tailParts(slice: slice) }
+
+    init(slice: Int) {
+        headParts = Self.headParts(slice: slice)
+        tailParts = Self.tailParts(slice: slice)
+    }
+
+    /// Records a part handed to the uploader; returns what the uploader calls when it is done.
+    func add(partseq: Int, buffer: SectionBuffer, length: Int,
+             giveBack: @escaping @Sendable () -> Void) -> @Sendable () -> Void {
+        parts = parts.filter { $0.value.isAlive }
+        let held = keeping
+        let part = Part(buffer: buffer, length: length, held: held, giveBack: giveBack)
+        parts[partseq] = part
+        if held && partseq >= headParts {
+            tail.append(partseq)
+            if tail.count > tailParts { parts[tail.removeFirst()]?.letGo() }
+        }
+        return { part.uploadDone() }
+    }
+
+    /// Copies bytes of a sent part; false when that part is no longer in memory.
+    func copy(part: Int, from offset: Int, count: Int, to target: UnsafeMutableRawPointer) -> Bool {
+        parts[part]?.copy(from: offset, count: count, to: target) ?? false
+    }
+
+    var holdsAny: Bool { keeping && !parts.isEmpty }
+
+    /// Commit, fallback, cancel or memory pressure: nothing is held for readers any more.
+    func letGoOfAll() {
+        keeping = false
+        tail.removeAll()
+        for part in parts.values { part.letGo() }
+    }
+}
