@@ -505,6 +505,7 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
         let slice = 4 << 20
         let sent = SentParts(slice: slice)
         #expect(sent.headParts == 2 && sent.tailParts == 3)
+        #expect(SentParts.tailParts(slice: 16 << 20) == 2, "a tail read may straddle two parts")
         let returned = Counter()
         var uploadDone: [@Sendable () -> Void] = []
         for partseq in 0..<10 {

@@ -29,6 +29,8 @@ struct MountBackend: Sendable {
     let writers: any WriteSessionFactory
     let remoteRoot: String
     let emulatorURL: String?
+    /// The account (its `uk`): the metadata overlay is kept per account.
+    let account: AccountInfo
     let shutdown: @Sendable () async -> Void
 
     static func make(options: Options, logger: Logger) async throws -> MountBackend {
@@ -68,7 +70,8 @@ struct MountBackend: Sendable {
             let writers = EngineWriteSessionFactory(api: client, options: engine, maxMemory: options.maxMemory ?? defaultMaxMemory,
                                                     logger: logger)
             let emulator = server
-            return MountBackend(api: client, writers: writers, remoteRoot: root, emulatorURL: server?.baseURL ?? options.emulatorURL) {
+            return MountBackend(api: client, writers: writers, remoteRoot: root, emulatorURL: server?.baseURL ?? options.emulatorURL,
+                                account: account) {
                 await emulator?.shutdown()
             }
         } catch {

@@ -105,7 +105,17 @@ public struct MountCommand: AsyncParsableCommand {
         fsOptions.root = backend.remoteRoot
         fsOptions.readOnly = readOnly
         fsOptions.dirCacheTTL = .milliseconds(Int64(dirCacheTTL * 1000))
-        let fileSystem = NetdiskFileSystem(api: backend.api, writers: backend.writers, options: fsOptions, logger: logger)
+        // mtime, mode, owner: what Baidu cannot store, per account, under $XDG_STATE_HOME/netdiskfs.
+        let overlayPath = StateDirectory.url().appendingPathComponent("overlay-\(backend.account.uk).sqlite").path
+        let overlay: MetadataOverlay
+        do {
+            overlay = try MetadataOverlay(path: overlayPath, logger: logger)
+        } catch {
+            reporter.fail("cannot open the metadata overlay \(overlayPath): \(error)")
+        }
+        overlay.startFlushing()
+        let fileSystem = NetdiskFileSystem(api: backend.api, writers: backend.writers, options: fsOptions, overlay: overlay,
+                                           logger: logger)
 
         var mountOptions = ["fsname=netdiskfs", "subtype=netdiskfs"]
         if readOnly { mountOptions.append("ro") }

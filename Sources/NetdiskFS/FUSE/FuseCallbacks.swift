@@ -34,17 +34,39 @@ enum FuseCallbacks {
 
     static func fill(_ st: UnsafeMutablePointer<stat>, _ attributes: FileAttributes) {
         memset(st, 0, MemoryLayout<stat>.size)
-        st.pointee.st_mode = attributes.isDirectory ? (S_IFDIR | 0o755) : (S_IFREG | 0o644)
+        let type: UInt32
+        switch attributes.kind {
+        case .directory: type = S_IFDIR
+        case .symlink: type = S_IFLNK
+        case .file: type = S_IFREG
+        }
+        st.pointee.st_mode = type | attributes.mode
         st.pointee.st_nlink = attributes.isDirectory ? 2 : 1
         st.pointee.st_size = off_t(attributes.size)
         st.pointee.st_blksize = blksize_t(blockSize)
         st.pointee.st_blocks = blkcnt_t((attributes.size + 511) / 512)
-        st.pointee.st_uid = getuid()
-        st.pointee.st_gid = getgid()
-        let time = timespec(tv_sec: time_t(attributes.mtime), tv_nsec: 0)
-        st.pointee.st_mtim = time
-        st.pointee.st_ctim = time
-        st.pointee.st_atim = time
+        st.pointee.st_uid = attributes.uid
+        st.pointee.st_gid = attributes.gid
+        st.pointee.st_mtim = attributes.mtime
+        st.pointee.st_ctim = attributes.mtime
+        st.pointee.st_atim = attributes.mtime
+    }
+
+    /// The mtime utimensat asks for: nil for UTIME_OMIT (or no times given: "now").
+    static func requestedMtime(_ times: UnsafePointer<timespec>?) -> timespec? {
+        // linux/stat.h: UTIME_NOW ((1l << 30) - 1l), UTIME_OMIT ((1l << 30) - 2l)
+        let now = (1 << 30) - 1, omit = (1 << 30) - 2
+        guard let times else { return currentTime() }
+        let mtime = times[1]
+        if mtime.tv_nsec == omit { return nil }
+        if mtime.tv_nsec == now { return currentTime() }
+        return mtime
+    }
+
+    private static func currentTime() -> timespec {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return now
     }
 
     static func operations() -> fuse_operations {
@@ -76,7 +98,7 @@ enum FuseCallbacks {
         ops.readdir = { path, buffer, filler, _, _, _ in
             FuseCallbacks.run("readdir", path) { fs, path in
                 var st = stat()
-                FuseCallbacks.fill(&st, FileAttributes(isDirectory: true, size: 0, mtime: 0))
+                FuseCallbacks.fill(&st, FileAttributes(kind: .directory, size: 0, mtime: timespec(), mode: 0o755, uid: getuid(), gid: getgid()))
                 _ = filler!(buffer, ".", &st, 0, fuse_fill_dir_flags(rawValue: 0))
                 _ = filler!(buffer, "..", &st, 0, fuse_fill_dir_flags(rawValue: 0))
                 for (name, attributes) in try fs.list(path) {
@@ -86,8 +108,8 @@ enum FuseCallbacks {
                 return 0
             }
         }
-        ops.mkdir = { path, _ in
-            FuseCallbacks.run("mkdir", path) { fs, path in try fs.makeDirectory(path); return 0 }
+        ops.mkdir = { path, mode in
+            FuseCallbacks.run("mkdir", path) { fs, path in try fs.makeDirectory(path, mode: UInt32(mode)); return 0 }
         }
         ops.rmdir = { path in
             FuseCallbacks.run("rmdir", path) { fs, path in try fs.removeDirectory(path); return 0 }
@@ -102,17 +124,40 @@ enum FuseCallbacks {
                 return 0
             }
         }
-        ops.symlink = { _, _ in -ENOTSUP }
+        ops.symlink = { target, path in
+            FuseCallbacks.run("symlink", path) { fs, path in
+                try fs.makeSymlink(path, target: String(cString: target!))
+                return 0
+            }
+        }
+        ops.readlink = { path, buffer, size in
+            FuseCallbacks.run("readlink", path) { fs, path in
+                let target = Array(try fs.readSymlink(path).utf8)
+                guard let buffer, size > 0 else { return -EINVAL }
+                // readlink(2) truncates; FUSE wants a NUL-terminated string.
+                let count = min(target.count, size - 1)
+                target.withUnsafeBytes { UnsafeMutableRawPointer(buffer).copyMemory(from: $0.baseAddress!, byteCount: count) }
+                buffer[count] = 0
+                return 0
+            }
+        }
         ops.link = { _, _ in -ENOTSUP }
         ops.mknod = { _, _, _ in -ENOTSUP }
-        ops.chmod = { path, _, _ in
-            FuseCallbacks.run("chmod", path) { fs, path in try fs.acceptMetadataChange(path); return 0 }
+        ops.chmod = { path, mode, _ in
+            FuseCallbacks.run("chmod", path) { fs, path in try fs.setMode(path, mode: UInt32(mode)); return 0 }
         }
-        ops.chown = { path, _, _, _ in
-            FuseCallbacks.run("chown", path) { fs, path in try fs.acceptMetadataChange(path); return 0 }
+        ops.chown = { path, uid, gid, _ in
+            FuseCallbacks.run("chown", path) { fs, path in
+                // (uid_t)-1 and (gid_t)-1 mean "leave as is".
+                try fs.setOwner(path, uid: uid == UInt32.max ? nil : uid, gid: gid == UInt32.max ? nil : gid)
+                return 0
+            }
         }
-        ops.utimens = { path, _, _ in
-            FuseCallbacks.run("utimens", path) { fs, path in try fs.acceptMetadataChange(path); return 0 }
+        ops.utimens = { path, times, _ in
+            FuseCallbacks.run("utimens", path) { fs, path in
+                if let mtime = FuseCallbacks.requestedMtime(times) { try fs.setModificationTime(path, to: mtime) }
+                return 0
+            }
         }
         ops.truncate = { path, size, fi in
             FuseCallbacks.run("truncate", path) { fs, path in
@@ -145,9 +190,9 @@ enum FuseCallbacks {
                 return 0
             }
         }
-        ops.create = { path, _, fi in
+        ops.create = { path, mode, fi in
             FuseCallbacks.run("create", path) { fs, path in
-                fi!.pointee.fh = try fs.create(path, flags: fi!.pointee.flags, caller: FuseCaller.process())
+                fi!.pointee.fh = try fs.create(path, flags: fi!.pointee.flags, mode: UInt32(mode) & 0o7777, caller: FuseCaller.process())
                 return 0
             }
         }

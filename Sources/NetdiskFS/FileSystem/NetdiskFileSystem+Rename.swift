@@ -22,6 +22,9 @@ extension NetdiskFileSystem {
         let source = paths.remote(from), target = paths.remote(to)
         if source == target { return }
         guard source != paths.root else { throw FileSystemError.busy }
+        if case .link(let link)? = try resolve(source) {
+            return try renameSymlink(link, from: source, to: target, noReplace: noReplace)
+        }
         let moving = handles.writers(under: source).sorted { ObjectIdentifier($0) < ObjectIdentifier($1) }
         for writer in moving { writer.commitLock.lock() }
         defer { for writer in moving.reversed() { writer.commitLock.unlock() } }
@@ -37,7 +40,9 @@ extension NetdiskFileSystem {
 
         let targetWriter = handles.writer(for: target)
         let existing = try metadata.entry(at: target)
-        if noReplace && (existing != nil || targetWriter != nil) { throw FileSystemError(EEXIST) }
+        let existingLink = existing == nil ? try metadata.entry(at: SymlinkEncoding.encoded(target)) : nil
+        if noReplace && (existing != nil || targetWriter != nil || existingLink != nil) { throw FileSystemError(EEXIST) }
+        if isDirectory && existingLink != nil { throw FileSystemError.notDirectory }
         if targetWriter != nil && isDirectory { throw FileSystemError.notDirectory }
         if let existing {
             if isDirectory && !existing.isDirectory { throw FileSystemError.notDirectory }
@@ -66,7 +71,42 @@ extension NetdiskFileSystem {
             // and a later abort of the writer must not bring it back.
             try delete(target)
         }
+        if let existingLink { try delete(existingLink.path) }
+        overlay.move(from: source, to: target)
+        overlay.touchDirectory(RemotePath.split(source).parent)
+        overlay.touchDirectory(RemotePath.split(target).parent)
         handles.retarget(from: source, to: target)
         logger.info("rename \(source) -> \(target)\(sourceWriter != nil || !moving.isEmpty ? " (open for writing: commits follow)" : "")")
+    }
+
+    /// A symlink is its encoded file: rename that, replacing whatever file or link has the new name.
+    private func renameSymlink(_ link: RemoteEntry, from source: String, to target: String, noReplace: Bool) throws {
+        let encodedTarget = SymlinkEncoding.encoded(target)
+        try requireDirectory(RemotePath.split(target).parent)
+        switch try resolve(target) {
+        case .entry(let existing)?:
+            if noReplace { throw FileSystemError(EEXIST) }
+            if existing.isDirectory { throw FileSystemError.isDirectory }
+            try delete(target)
+        case .writer?:
+            if noReplace { throw FileSystemError(EEXIST) }
+            if let writer = handles.writer(for: target) {
+                writer.commitLock.withLock { _ = handles.abortWriter(for: target) }
+            }
+        case .link?:
+            if noReplace { throw FileSystemError(EEXIST) }
+        case nil:
+            break
+        }
+        let (directory, name) = RemotePath.split(encodedTarget)
+        let api = self.api, from = link.path
+        try Blocking.await { () async throws(NetdiskError) in
+            try await api.move(from: from, toDirectory: directory, newName: name, ondup: .overwrite)
+        }
+        metadata.didRename(from: link.path, to: encodedTarget, entry: link)
+        overlay.move(from: link.path, to: encodedTarget)
+        overlay.touchDirectory(RemotePath.split(source).parent)
+        overlay.touchDirectory(RemotePath.split(target).parent)
+        logger.info("rename \(source) -> \(target) (symlink)")
     }
 }

@@ -6,14 +6,6 @@ import Logging
 import Synchronization
 import Uploader
 
-/// What getattr and readdir report for one name.
-public struct FileAttributes: Sendable, Equatable {
-    public var isDirectory: Bool
-    public var size: Int64
-    /// Seconds since the epoch.
-    public var mtime: Int64
-}
-
 /// The filesystem's logic, with no FUSE types: the FUSE adapter calls these with mount-relative
 /// paths, and maps what they throw (`NetdiskError`, `FileSystemError`) to errno.
 public final class NetdiskFileSystem: Sendable {
@@ -37,10 +29,17 @@ public final class NetdiskFileSystem: Sendable {
     let handles = HandleTable()
     private let quotaCache = Mutex<(Quota, ContinuousClock.Instant)?>(nil)
     /// The (fs_id, size, mtime) each path had when last opened: same again → keep the page cache.
-    private let lastOpened = Mutex([String: RemoteEntry]())
+    let lastOpened = Mutex([String: RemoteEntry]())
 
-    public init(api: any NetdiskAPI, writers: any WriteSessionFactory, options: Options, logger: Logger) {
+    /// What Baidu cannot store (mtime, mode, owner), kept locally.
+    let overlay: MetadataOverlay
+    /// Who owns what the overlay says nothing about: the user who mounted.
+    let defaultOwner = (uid: UInt32(getuid()), gid: UInt32(getgid()))
+
+    public init(api: any NetdiskAPI, writers: any WriteSessionFactory, options: Options,
+                overlay: MetadataOverlay? = nil, logger: Logger) {
         self.api = api
+        self.overlay = overlay ?? MetadataOverlay(logger: logger)
         self.writers = writers
         self.options = options
         self.paths = RemotePath(root: options.root)
@@ -48,42 +47,6 @@ public final class NetdiskFileSystem: Sendable {
         self.links = DownloadLinkCache(api: api)
         self.readBudget = ReadAheadBudget(limit: options.readAheadLimit)
         self.logger = logger
-    }
-
-    // MARK: metadata
-
-    /// The engine assembles streams and fallbacks here before moving them into place; not user data.
-    static let stagingDirectoryName = ".netdiskfs-staging"
-
-    public func attributes(of path: String) throws -> FileAttributes {
-        let remote = paths.remote(path)
-        if let writer = handles.writer(for: remote) {
-            return FileAttributes(isDirectory: false, size: writer.size, mtime: writer.mtime)
-        }
-        guard let entry = try metadata.entry(at: remote), entry.name != Self.stagingDirectoryName else {
-            throw FileSystemError.notFound
-        }
-        return Self.attributes(of: entry)
-    }
-
-    static func attributes(of entry: RemoteEntry) -> FileAttributes {
-        let mtime = entry.localMtime > 0 ? entry.localMtime : entry.serverMtime
-        return FileAttributes(isDirectory: entry.isDirectory, size: entry.size, mtime: mtime)
-    }
-
-    /// Names and attributes of a directory, with files being written shown at their current size.
-    public func list(_ path: String) throws -> [(name: String, attributes: FileAttributes)] {
-        let remote = paths.remote(path)
-        if remote != "/" {
-            guard let entry = try metadata.entry(at: remote) else { throw FileSystemError.notFound }
-            guard entry.isDirectory else { throw FileSystemError.notDirectory }
-        }
-        var entries = try metadata.listing(of: remote).entries.mapValues(Self.attributes(of:))
-        entries[Self.stagingDirectoryName] = nil
-        for writer in handles.writers(in: remote) {
-            entries[RemotePath.split(writer.remotePath).name] = FileAttributes(isDirectory: false, size: writer.size, mtime: writer.mtime)
-        }
-        return entries.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
     }
 
     public func statistics() throws(NetdiskError) -> Quota {
@@ -97,14 +60,17 @@ public final class NetdiskFileSystem: Sendable {
 
     // MARK: directory operations
 
-    public func makeDirectory(_ path: String) throws {
+    public func makeDirectory(_ path: String, mode: UInt32 = FileAttributes.defaultDirectoryMode) throws {
         try requireWritable()
         let remote = paths.remote(path)
-        if try metadata.entry(at: remote) != nil || handles.writer(for: remote) != nil { throw FileSystemError(EEXIST) }
+        if try resolve(remote) != nil { throw FileSystemError(EEXIST) }
         try requireDirectory(RemotePath.split(remote).parent)
         let api = self.api
         let entry = try Blocking.await { () async throws(NetdiskError) in try await api.makeDirectory(path: remote) }
         metadata.didCreate(entry)
+        overlay.remove(remote)
+        if mode & 0o7777 != FileAttributes.defaultDirectoryMode { overlay.update(remote, entry: entry) { $0.mode = mode & 0o7777 } }
+        overlay.touchDirectory(RemotePath.split(remote).parent)
         logger.info("mkdir \(remote)")
     }
 
@@ -134,6 +100,7 @@ public final class NetdiskFileSystem: Sendable {
         if abortedWriter { logger.info("unlink \(remote): upload in progress aborted, nothing committed") }
         guard let entry = try metadata.entry(at: remote) else {
             if abortedWriter { return }
+            if case .link(let link)? = try resolve(remote) { return try delete(link.path) }
             throw FileSystemError.notFound
         }
         if entry.isDirectory { throw FileSystemError.isDirectory }
@@ -144,12 +111,9 @@ public final class NetdiskFileSystem: Sendable {
         let api = self.api
         try Blocking.await { () async throws(NetdiskError) in try await api.delete(paths: [remote]) }
         metadata.didRemove(remote)
+        overlay.remove(remote)
+        overlay.touchDirectory(RemotePath.split(remote).parent)
         logger.info("delete \(remote)")
-    }
-
-    /// chmod, chown and utimens are accepted for any existing name (Baidu keeps no such metadata).
-    public func acceptMetadataChange(_ path: String) throws {
-        _ = try attributes(of: path)
     }
 
     // MARK: files
@@ -203,7 +167,7 @@ public final class NetdiskFileSystem: Sendable {
     ///
     /// With O_EXCL the name is checked against a fresh listing, not the cached one: git's lock files
     /// (and every program that uses O_EXCL as a lock) depend on it seeing files made elsewhere.
-    public func create(_ path: String, flags: Int32, caller: pid_t) throws -> UInt64 {
+    public func create(_ path: String, flags: Int32, mode: UInt32 = FileAttributes.defaultFileMode, caller: pid_t) throws -> UInt64 {
         try requireWritable()
         let remote = paths.remote(path)
         try requireDirectory(RemotePath.split(remote).parent)
@@ -212,6 +176,11 @@ public final class NetdiskFileSystem: Sendable {
             throw FileSystemError(EEXIST)
         }
         if existing?.isDirectory == true { throw FileSystemError.isDirectory }
+        if existing == nil && handles.writer(for: remote) == nil {
+            // A new file: nothing recorded for an earlier one of that name applies.
+            overlay.remove(remote)
+            if mode & 0o7777 != FileAttributes.defaultFileMode { overlay.update(remote, entry: nil) { $0.mode = mode & 0o7777 } }
+        }
         let (_, handle) = try handles.attachWriteHandle(remotePath: remote, opener: caller) { () throws -> PathWriter in
             try makeWriter(remote, mode: .streaming)
         }
@@ -280,6 +249,7 @@ public final class NetdiskFileSystem: Sendable {
             try session.truncate(to: size)
             let committed = try session.finish()
             metadata.didCreate(committed)
+            overlay.bind(remote, to: committed, keepMtime: false)
         } catch {
             session.abort()
             throw UploadFailure.wrap(error)
@@ -327,6 +297,8 @@ public final class NetdiskFileSystem: Sendable {
             // Recorded under the writer's commit lock, so a rename sees the commit and its listing together.
             guard let entry = try writer.commit(onlyIfWritten: onlyIfWritten, onCommitted: { entry in
                 metadata.didCreate(entry)
+                overlay.bind(entry.path, to: entry, keepMtime: writer.explicitMtime != nil)
+                overlay.touchDirectory(RemotePath.split(entry.path).parent)
                 lastOpened.withLock { $0[entry.path] = nil }
             }) else { return }
             logger.info("committed \(entry.path) (\(entry.size) bytes, \(mode))")
@@ -337,6 +309,7 @@ public final class NetdiskFileSystem: Sendable {
 
     /// Aborts every upload still open (the mount is going away): nothing half-written is committed.
     public func shutdown() {
+        defer { overlay.close() }
         for writer in handles.allWriters() where writer.abortIfUncommitted() {
             logger.warning("unmounted while \(writer.remotePath) was open for writing: upload aborted")
         }

@@ -28,6 +28,8 @@ final class PathWriter: @unchecked Sendable {
     private var committedEntry: RemoteEntry?
     private let reopen: @Sendable (String, RemoteEntry) throws -> any WriteSession
     private var modified = Int64(Date().timeIntervalSince1970)
+    /// An mtime set while writing (`cp -p`'s futimens before close); a later write clears it.
+    private var explicit: timespec?
 
     init(remotePath: String, session: any WriteSession, pendingAtStart: Bool,
          reopen: @escaping @Sendable (String, RemoteEntry) throws -> any WriteSession) {
@@ -41,6 +43,10 @@ final class PathWriter: @unchecked Sendable {
     var remotePath: String { stateLock.withLock { path } }
     var session: any WriteSession { stateLock.withLock { current } }
     var mtime: Int64 { stateLock.withLock { modified } }
+    var explicitMtime: timespec? { stateLock.withLock { explicit } }
+
+    /// utimens on the file being written: reported now, and given to Baidu at the commit.
+    func setMtime(_ time: timespec) { stateLock.withLock { explicit = time } }
     var isAborted: Bool { stateLock.withLock { aborted } }
 
     var size: Int64 {
@@ -86,6 +92,7 @@ final class PathWriter: @unchecked Sendable {
             pending = true
             written = true
             modified = now
+            explicit = nil
         }
     }
 
@@ -142,6 +149,7 @@ final class PathWriter: @unchecked Sendable {
                     return nil
                 }
                 // Renames retarget under the commit lock, so the path cannot move during finish.
+                session.setLocalMtime(stateLock.withLock { explicit.map { Int64($0.tv_sec) } ?? modified })
                 let entry = try session.finish()
                 stateLock.withLock {
                     committedEntry = entry

@@ -23,6 +23,8 @@ public protocol WriteSession: AnyObject, Sendable {
     var bytesUploaded: Int64 { get }
     func finish() throws -> RemoteEntry
     func abort()
+    /// The mtime (seconds) to give Baidu at the commit as `local_mtime`.
+    func setLocalMtime(_ seconds: Int64?)
     /// Commit at this path instead (the open file, or a directory above it, was renamed).
     func retarget(to path: String)
     /// Why the session failed, once it has; fsync returns it before close does.

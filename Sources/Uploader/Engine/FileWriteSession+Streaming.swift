@@ -53,7 +53,7 @@ extension FileWriteSession {
             // Its own small budget: the window already holds this file's share of the global one.
             let upload = CachedUpload(api: api, options: options, budget: MemoryBudget(bytes: Int.max / 2),
                                       progress: counters, logger: logger)
-            let entry = try upload.upload(source, to: remotePath)
+            let entry = try upload.upload(source, to: remotePath, localMtime: localMtime)
             stream.cancel(.cancelled)
             return entry
         }
@@ -70,9 +70,9 @@ extension FileWriteSession {
             guard let md5 = md5s[partseq] else { throw .protocolViolation("part \(partseq) has no MD5") }
             return md5
         }
-        let api = self.api, staging = stagingPath, size = stream.size
+        let api = self.api, staging = stagingPath, size = stream.size, mtime = localMtime
         let staged = try awaitBlocking { () async throws(NetdiskError) -> RemoteEntry in
-            try await api.create(path: staging, size: size, uploadID: uploadID, blockList: blockList, localMtime: nil,
+            try await api.create(path: staging, size: size, uploadID: uploadID, blockList: blockList, localMtime: mtime,
                                  policy: .overwrite)
         }
         stream.releaseAll()

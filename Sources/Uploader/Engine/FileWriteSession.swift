@@ -113,6 +113,16 @@ public final class FileWriteSession: @unchecked Sendable {
         }
     }
 
+    /// The mtime (seconds) the commit gives Baidu as `local_mtime`, so other hosts see it too.
+    /// Set it before ``finish()``; nil lets the server use the time of the commit.
+    public func setLocalMtime(_ seconds: Int64?) {
+        lock.lock(); localMtimeValue = seconds; lock.unlock()
+    }
+
+    /// Read under the session lock (``finish()`` holds it).
+    var localMtime: Int64? { localMtimeValue }
+    private var localMtimeValue: Int64?
+
     /// Commits at `path` instead: the open file was renamed. Staging stays where it is (the same app folder).
     public func retarget(to path: String) {
         targetLock.lock(); target = path; targetLock.unlock()
@@ -269,7 +279,7 @@ public final class FileWriteSession: @unchecked Sendable {
             do throws(NetdiskError) {
                 try cache.backfillAll()
                 let upload = CachedUpload(api: api, options: options, budget: budget, progress: counters, logger: logger)
-                let entry = try upload.upload(cache.source(), to: remotePath)
+                let entry = try upload.upload(cache.source(), to: remotePath, localMtime: localMtime)
                 cache.discard()
                 if let staging { deleteQuietly(staging) }
                 state = .finished(entry)

@@ -13,7 +13,7 @@ import Foundation
 ///
 /// Each part's buffer returns to the pool only when both its upload and the readers are done
 /// with it. The pool's limit counts the head and the tail, so keeping them never makes a writer
-/// wait for itself; everything is let go when the shared memory budget is short (other files need it).
+/// wait for itself. When the shared memory budget is short, the tail is let go first, then the head.
 final class SentParts: @unchecked Sendable {
     private final class Part: @unchecked Sendable {
         let buffer: SectionBuffer
@@ -68,8 +68,9 @@ final class SentParts: @unchecked Sendable {
 
     /// Parts kept at the head for a slice size: enough for ``headBytes``, one or two.
     static func headParts(slice: Int) -> Int { min(2, max(1, (headBytes + slice - 1) / slice)) }
-    /// Parts kept at the tail: enough for ``tailBytes``, one to three.
-    static func tailParts(slice: Int) -> Int { min(3, max(1, (tailBytes + slice - 1) / slice)) }
+    /// Parts kept at the tail: enough for ``tailBytes``, and two or three (a 7 MiB read from the
+    /// end may straddle two parts of any size).
+    static func tailParts(slice: Int) -> Int { min(3, max(2, (tailBytes + slice - 1) / slice)) }
     /// Buffers a stream's pool holds beyond its uploads for these.
     static func extraBuffers(slice: Int) -> Int { headParts(slice: slice) + tailParts(slice: slice) }
 
@@ -98,6 +99,13 @@ final class SentParts: @unchecked Sendable {
     }
 
     var holdsAny: Bool { keeping && !parts.isEmpty }
+    var holdsTail: Bool { !tail.isEmpty }
+
+    /// The shared budget is short: the tail goes back as its uploads finish (readable until then).
+    func letGoOfTail() {
+        for partseq in tail { parts[partseq]?.letGo() }
+        tail.removeAll()
+    }
 
     /// Commit, fallback, cancel or memory pressure: nothing is held for readers any more.
     func letGoOfAll() {

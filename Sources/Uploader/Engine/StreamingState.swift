@@ -76,14 +76,17 @@ final class StreamingState: @unchecked Sendable {
     private func slotFor(_ part: Int) throws(NetdiskError) -> Slot {
         if let slot = slots[part] { return slot }
         var attempt = try pool.tryAcquire()
-        switch attempt {
-        case .budgetExhausted where sent.holdsAny:
-            // Parts kept for readers are a convenience, never a reason to wait on memory other files
-            // hold: they go back (once uploaded), and readers of sent bytes take the cached path.
-            sent.letGoOfAll()
-            attempt = try pool.tryAcquire()
-        default:
-            break
+        if case .budgetExhausted = attempt {
+            // Parts kept for readers are a convenience, never a reason to wait on memory the shared
+            // budget lacks. The tail goes first (it returns as its uploads finish; the acquire below
+            // waits for that); the head too once only it is left. Readers of sent bytes that are gone
+            // then take the cached path.
+            if sent.holdsTail {
+                sent.letGoOfTail()
+            } else if sent.holdsAny {
+                sent.letGoOfAll()
+                attempt = try pool.tryAcquire()
+            }
         }
         var buffer: SectionBuffer?
         if case .buffer(let got) = attempt { buffer = got } else { buffer = try pool.acquire() }
