@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Testing
 @testable import Uploader
+import NetdiskFS
 
 /// Small slices keep unit tests fast; the fake, unlike Baidu, accepts a first part under 4 MiB.
 let testSlice = 64 << 10
@@ -526,5 +527,16 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
         sent.letGoOfAll()
         #expect(returned.count == 10, "each buffer went back exactly once")
         #expect(!sent.copy(part: 0, from: 0, count: 1, to: &byte))
+    }
+}
+
+/// A failed upload answers EIO, whatever its cause: a program retrying on EAGAIN must not spin.
+@Suite struct UploadFailureErrnoTests {
+    @Test func failedSessionsAreEIOExceptFullOrTooLarge() {
+        #expect(UploadFailure(underlying: .rateLimited(code: 31034)).errno == EIO)
+        #expect(UploadFailure(underlying: .transport("reset")).errno == EIO)
+        #expect(UploadFailure(underlying: .quotaExceeded).errno == ENOSPC)
+        #expect(UploadFailure(underlying: .fileTooLarge(limit: 1)).errno == EFBIG)
+        #expect(NetdiskError.rateLimited(code: 31034).posixErrno == EAGAIN, "outside a session, rate limiting stays EAGAIN")
     }
 }

@@ -168,6 +168,8 @@ struct BackupTests {
                 test "$(stat -c %a e/x)" = 640
                 rm g; echo c > g; test "$(stat -c %a g)" = 644
                 chmod 711 e/x
+                chown 1234:5678 g; test "$(stat -c '%u %g' g)" = "1234 5678"
+                chown :99 g; test "$(stat -c '%u %g' g)" = "1234 99"
                 """)
             try await shell("echo replaced > \(m.local("x"))")
             try await shell("\(Binary.path) put --endpoint \(m.emulator.baseURL) \(m.local("x")) \(m.remote("e/x"))", environment: m.environment)
@@ -175,5 +177,23 @@ struct BackupTests {
             #expect(try await shell("stat -c '%a %s' \(m.mounted("e/x"))").stdout == "644 9\n",
                     "a file replaced behind our back loses the overlay")
         }
+    }
+
+    /// The overlay is written in batches, once a second: a kill -9 loses at most that second.
+    @Test func overlaySurvivesKillNine() async throws {
+        let fixture = try await MountFixture.make()
+        do {
+            try await fixture.mount()
+            try await shell("echo s > \(fixture.mounted("kept")) && chmod 751 \(fixture.mounted("kept")) && touch -d @1234567890.25 \(fixture.mounted("kept"))")
+            try await Task.sleep(for: .milliseconds(2500))
+            kill(try #require(fixture.daemon?.pid), SIGKILL)
+            await fixture.unmount()
+            try await fixture.mount()
+            #expect(try await shell("stat -c '%a %Y %y' \(fixture.mounted("kept"))").stdout == "751 1234567890 2009-02-13 23:31:30.250000000 +0000\n")
+        } catch {
+            await fixture.tearDown()
+            throw error
+        }
+        await fixture.tearDown()
     }
 }

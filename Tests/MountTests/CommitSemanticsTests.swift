@@ -419,4 +419,14 @@ struct CommitSemanticsTests {
             #expect(try await m.cloudFiles()[m.remote("doomed")] == nil)
         }
     }
+
+    /// --allow-other would otherwise let every local user read, overwrite and delete the account.
+    @Test func allowOtherImpliesDefaultPermissions() async throws {
+        try await withMount(["--allow-other"]) { m in
+            let line = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+                .split(separator: "\n").first { $0.contains(" \(m.mountpoint) ") }
+            let options = String(line ?? "")
+            #expect(options.contains("default_permissions") && options.contains("allow_other"), "\(options)")
+        }
+    }
 }

@@ -39,6 +39,8 @@ public struct FileSystemError: Error, Sendable, Equatable, CustomStringConvertib
 public struct UploadFailure: Error, Sendable, CustomStringConvertible {
     public let underlying: NetdiskError
 
+    public init(underlying: NetdiskError) { self.underlying = underlying }
+
     public var errno: Int32 {
         switch underlying {
         case .quotaExceeded: return ENOSPC

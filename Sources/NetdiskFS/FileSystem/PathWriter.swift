@@ -128,7 +128,8 @@ final class PathWriter: @unchecked Sendable {
 
     /// The session's failure, if it already failed (fsync reports it).
     var failure: NetdiskError? {
-        stateLock.withLock { aborted ? nil : current.failure }
+        let session = stateLock.withLock { aborted ? nil : current }
+        return session?.failure
     }
 
     /// Commits pending changes; returns the new entry, or nil when there was nothing to commit.

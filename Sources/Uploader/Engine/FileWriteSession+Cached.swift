@@ -74,6 +74,7 @@ extension FileWriteSession {
         default: break
         }
         state = .failed(error)
+        record(failure: error)
         counters.setMode(.failed)
     }
 

@@ -43,6 +43,7 @@ extension FileWriteSession {
         stream.pipeline = OrderedPipeline(threads: options.threads, name: "netdiskfs.stream", progress: counters,
                                           upload: { partseq, bytes, md5 throws(NetdiskError) in
                                               try uploader.upload(partseq: partseq, bytes: bytes, md5: md5) })
+        record(failure: nil, pipeline: stream.pipeline)
         return true
     }
 

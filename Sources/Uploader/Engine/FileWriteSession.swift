@@ -102,15 +102,23 @@ public final class FileWriteSession: @unchecked Sendable {
         return false
     }
 
-    /// Why the session failed, once it has (fsync reports it before close does).
+    /// Why the session failed, once it has (fsync reports it before close does). Never waits for
+    /// the session lock, which a writer blocked for memory may hold.
     public var failure: NetdiskError? {
-        lock.lock(); defer { lock.unlock() }
-        switch state {
-        case .failed(let error): return error
+        failureLock.lock(); defer { failureLock.unlock() }
         // A part that failed for good fails the file, even before the next write notices.
-        case .streaming(let stream): return stream.pipeline?.error
-        default: return nil
-        }
+        return recordedFailure ?? streamingPipeline?.error
+    }
+
+    private let failureLock = NSLock()
+    private var recordedFailure: NetdiskError?
+    private var streamingPipeline: OrderedPipeline?
+
+    /// Records what ``failure`` reports; called with the session lock held.
+    func record(failure error: NetdiskError?, pipeline: OrderedPipeline? = nil) {
+        failureLock.lock(); defer { failureLock.unlock() }
+        if let error { recordedFailure = error }
+        if let pipeline { streamingPipeline = pipeline }
     }
 
     /// The mtime (seconds) the commit gives Baidu as `local_mtime`, so other hosts see it too.
