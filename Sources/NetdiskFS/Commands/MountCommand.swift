@@ -142,6 +142,7 @@ public struct MountCommand: AsyncParsableCommand {
                 publisher.start()
                 logger.info("mounted \(mountpoint)")
                 reporter.ready()
+                SystemdNotifier.notify("READY=1\nSTATUS=mounted \(mountpoint)")
                 let rc = mount.run(threads: threads)
                 publisher.stop()
                 withExtendedLifetime(signals) {}
@@ -240,6 +241,7 @@ final class SignalWatcher: @unchecked Sendable {
             let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
             source.setEventHandler {
                 logger.info("signal \(number): unmounting \(mountpoint)")
+                SystemdNotifier.notify("STOPPING=1\nSTATUS=unmounting \(mountpoint): open files finish and commit first")
                 // umount2/fusermount3 block briefly: run them on a plain thread, not a dispatch worker.
                 Thread.detachNewThread { _ = FuseMount.unmount(mountpoint, lazy: true) }
             }

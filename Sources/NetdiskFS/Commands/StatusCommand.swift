@@ -31,9 +31,24 @@ public struct StatusCommand: ParsableCommand {
     @Flag(help: "Print the raw JSON snapshots.")
     var json = false
 
+    @Flag(help: "Redraw every second with a progress bar per file (bytes, rate, ETA, mode) until interrupted.")
+    var watch = false
+
     public init() {}
 
     public func run() throws {
+        guard watch else { return try show() }
+        while true {
+            // Home and clear, then the same report with bars.
+            print("\u{1B}[H\u{1B}[2J", terminator: "")
+            print("netdiskfs status  \(Date())  (Ctrl-C to stop)\n")
+            try show()
+            fflush(nil)
+            Thread.sleep(forTimeInterval: 1)
+        }
+    }
+
+    private func show() throws {
         let snapshots = StatusReader.all()
         if json {
             let encoder = JSONEncoder()
@@ -49,7 +64,10 @@ public struct StatusCommand: ParsableCommand {
             let age = Date().timeIntervalSince1970 - snapshot.updated
             print("\(snapshot.mountpoint) (pid \(snapshot.pid)\(age > 5 ? ", status \(Int(age)) s old" : ""))")
             if snapshot.uploads.isEmpty { print("  no uploads in progress"); continue }
-            for upload in snapshot.uploads {
+            for upload in snapshot.uploads where watch {
+                print("  " + Self.bar(upload))
+            }
+            for upload in snapshot.uploads where !watch {
                 let progress = upload.bytesWritten > 0
                     ? String(format: "%5.1f%%", 100 * Double(upload.bytesUploaded) / Double(upload.bytesWritten)) : "  -  "
                 print("  \(upload.mode.padding(toLength: 9, withPad: " ", startingAt: 0)) \(progress)  "
@@ -57,6 +75,22 @@ public struct StatusCommand: ParsableCommand {
                       + "\(Self.bytes(Int64(upload.rateBytesPerSecond)))/s  \(upload.path)")
             }
         }
+    }
+
+    /// `[#########...........]  45.1%  120.0 MiB of 266.1 MiB  12.3 MiB/s  ETA 0:12  streaming  /path`
+    static func bar(_ upload: UploadRegistry.Upload, width: Int = 24) -> String {
+        let fraction = upload.bytesWritten > 0 ? min(1, Double(upload.bytesUploaded) / Double(upload.bytesWritten)) : 0
+        let filled = Int(fraction * Double(width))
+        let eta: String
+        if upload.rateBytesPerSecond > 0 {
+            let seconds = Int(Double(max(0, upload.bytesWritten - upload.bytesUploaded)) / upload.rateBytesPerSecond)
+            eta = String(format: "ETA %d:%02d", seconds / 60, seconds % 60)
+        } else {
+            eta = "ETA  -  "
+        }
+        return "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "] "
+            + String(format: "%5.1f%%", 100 * fraction) + "  \(bytes(upload.bytesUploaded)) of \(bytes(upload.bytesWritten))  "
+            + "\(bytes(Int64(upload.rateBytesPerSecond)))/s  \(eta)  \(upload.mode)  \(upload.path)"
     }
 
     static func bytes(_ count: Int64) -> String {

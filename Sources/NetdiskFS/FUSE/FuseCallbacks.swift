@@ -143,6 +143,28 @@ enum FuseCallbacks {
         }
         ops.link = { _, _ in -ENOTSUP }
         ops.mknod = { _, _, _ in -ENOTSUP }
+        ops.getxattr = { path, name, value, size in
+            FuseCallbacks.run("getxattr", path) { fs, path in
+                let bytes = try fs.extendedAttribute(path, name: String(cString: name!))
+                if size == 0 { return Int32(bytes.count) }
+                guard bytes.count <= size, let value else { return -ERANGE }
+                bytes.withUnsafeBytes { UnsafeMutableRawPointer(value).copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+                return Int32(bytes.count)
+            }
+        }
+        ops.listxattr = { path, list, size in
+            FuseCallbacks.run("listxattr", path) { fs, path in
+                let bytes = try fs.extendedAttributeNames(path).flatMap { Array($0.utf8) + [0] }
+                if size == 0 { return Int32(bytes.count) }
+                guard bytes.count <= size, let list else { return -ERANGE }
+                if !bytes.isEmpty {
+                    bytes.withUnsafeBytes { UnsafeMutableRawPointer(list).copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+                }
+                return Int32(bytes.count)
+            }
+        }
+        ops.setxattr = { _, _, _, _, _ in -ENOTSUP }
+        ops.removexattr = { _, _ in -ENOTSUP }
         ops.chmod = { path, mode, _ in
             FuseCallbacks.run("chmod", path) { fs, path in try fs.setMode(path, mode: UInt32(mode)); return 0 }
         }

@@ -196,3 +196,40 @@ extension NetdiskFileSystem {
         return target
     }
 }
+
+/// Progress where people look: extended attributes (`getfattr -d FILE`).
+///
+/// `user.netdiskfs.upload` on a file: `state=streaming|cached|committed`, bytes written and bytes
+/// Baidu acknowledged. On the mount's root, mount-wide counters: `user.netdiskfs.uploads` (files
+/// uploading now) and `user.netdiskfs.pending_bytes` (written but not yet acknowledged).
+extension NetdiskFileSystem {
+    static let uploadAttribute = "user.netdiskfs.upload"
+    static let uploadsAttribute = "user.netdiskfs.uploads"
+    static let pendingAttribute = "user.netdiskfs.pending_bytes"
+
+    public func extendedAttributeNames(_ path: String) throws -> [String] {
+        let remote = paths.remote(path)
+        if remote == paths.root { return [Self.uploadsAttribute, Self.pendingAttribute] }
+        guard let resolved = try resolve(remote) else { throw FileSystemError.notFound }
+        if case .entry(let entry) = resolved, entry.isDirectory { return [] }
+        return [Self.uploadAttribute]
+    }
+
+    public func extendedAttribute(_ path: String, name: String) throws -> [UInt8] {
+        guard try extendedAttributeNames(path).contains(name) else { throw FileSystemError(ENODATA) }
+        let remote = paths.remote(path)
+        switch name {
+        case Self.uploadsAttribute, Self.pendingAttribute:
+            let snapshot = uploads.snapshot(mountpoint: "")
+            let pending = snapshot.uploads.reduce(Int64(0)) { $0 + max(0, $1.bytesWritten - $1.bytesUploaded) }
+            return Array(String(name == Self.uploadsAttribute ? Int64(snapshot.uploads.count) : pending).utf8)
+        default:
+            guard let writer = handles.writer(for: remote), writer.committed == nil else {
+                let size = try attributes(of: path).size
+                return Array("state=committed bytes_written=\(size) bytes_acknowledged=\(size)".utf8)
+            }
+            let session = writer.session
+            return Array("state=\(session.modeName) bytes_written=\(session.size) bytes_acknowledged=\(session.bytesUploaded)".utf8)
+        }
+    }
+}

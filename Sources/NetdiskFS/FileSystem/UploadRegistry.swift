@@ -109,15 +109,29 @@ final class StatusPublisher: @unchecked Sendable {
         Thread.detachNewThread { [self] in
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
+            var lastStatus = ""
             while !stopped.withLock({ $0 }) {
-                if let data = try? encoder.encode(registry.snapshot(mountpoint: mountpoint, emulatorURL: emulatorURL)) {
+                let snapshot = registry.snapshot(mountpoint: mountpoint, emulatorURL: emulatorURL)
+                if let data = try? encoder.encode(snapshot) {
                     try? data.write(to: file, options: .atomic)
+                }
+                // systemd's STATUS= line (`systemctl status`), when it changes.
+                let status = Self.statusLine(snapshot)
+                if status != lastStatus {
+                    SystemdNotifier.notify("STATUS=\(status)")
+                    lastStatus = status
                 }
                 Thread.sleep(forTimeInterval: 1)
             }
             try? FileManager.default.removeItem(at: file)
             finished.open()
         }
+    }
+
+    static func statusLine(_ snapshot: UploadRegistry.Snapshot) -> String {
+        guard !snapshot.uploads.isEmpty else { return "mounted \(snapshot.mountpoint); no uploads in progress" }
+        let pending = snapshot.uploads.reduce(Int64(0)) { $0 + max(0, $1.bytesWritten - $1.bytesUploaded) }
+        return "mounted \(snapshot.mountpoint); \(snapshot.uploads.count) upload(s) in progress, \(pending >> 20) MiB not yet acknowledged"
     }
 
     func stop() {
