@@ -10,7 +10,7 @@ public struct EmulatorOptions: Sendable {
     public var vipType: Int = 0
     /// Account size in bytes.
     public var quota: Int64 = 2 << 40
-    /// The fault spec (see README, "The emulator").
+    /// The fault spec (see doc/EMULATOR.md).
     public var faults: String = ""
     public var accessTokenLifetime: Double = 30 * 86_400
     public var uploadIDLifetime: Double = 86_400

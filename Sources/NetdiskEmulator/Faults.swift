@@ -42,7 +42,7 @@ enum FaultSpecError: Error, CustomStringConvertible {
     }
 }
 
-/// The fault spec, text or JSON. See README "The emulator" for the grammar.
+/// The fault spec, text or JSON. See doc/EMULATOR.md for the grammar.
 enum FaultSpec {
     static let endpoints: Set<String> = ["*", "device_code", "token", "uinfo", "quota", "list", "filemetas", "precreate",
                                          "locateupload", "superfile2", "create", "filemanager", "download", "cdn"]

@@ -12,7 +12,7 @@ public struct EmulatorCommand: AsyncParsableCommand {
             Prints `netdiskfs emulator listening on http://HOST:PORT` as its first line, then serves until \
             SIGINT or SIGTERM. That one URL serves /oauth/2.0/..., /rest/2.0/xpan/..., /api/..., \
             /rest/2.0/pcs/... and downloads; locateupload hands out extra upload hosts on their own ports. \
-            Admin API: GET /__emulator/files, GET /__emulator/stats, POST /__emulator/faults (see README).
+            Admin API: GET /__emulator/files, GET /__emulator/stats, POST /__emulator/faults (see doc/EMULATOR.md).
 
             Fault spec: comma-separated rules `endpoint:action[:p=0.1][:n=3][:count=K]`, e.g. \
             `superfile2:status=500:p=0.1,create:errno=31034:n=1,superfile2:reset:n=2,list:delay=200ms`. \
@@ -33,7 +33,7 @@ public struct EmulatorCommand: AsyncParsableCommand {
     @Option(help: "Account quota in bytes.")
     var quota: Int64 = 2 << 40
 
-    @Option(help: "Fault spec (see above and the README).")
+    @Option(help: "Fault spec (see above and doc/EMULATOR.md).")
     var faults: String = ""
 
     @Option(help: "Access token lifetime in seconds.")

@@ -85,7 +85,7 @@ public struct ResolvedSettings: Sendable, Equatable {
     public func requireAppCredentials() throws(NetdiskError) {
         guard !clientID.isEmpty, !clientSecret.isEmpty else {
             throw NetdiskError.notLoggedIn(
-                "no client_id/client_secret: put your Baidu app's keys in \(paths.configFile) (see README, \"Account commands\")")
+                "no client_id/client_secret: put your Baidu app's keys in \(paths.configFile) (see doc/CONFIGURATION.md, \"config.json keys\")")
         }
     }
 }
