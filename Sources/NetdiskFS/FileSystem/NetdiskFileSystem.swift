@@ -301,7 +301,10 @@ public final class NetdiskFileSystem: Sendable {
                 overlay.touchDirectory(RemotePath.split(entry.path).parent)
                 lastOpened.withLock { $0[entry.path] = nil }
             }) else { return }
-            logger.info("committed \(entry.path) (\(entry.size) bytes, \(mode))")
+            let elapsed = ContinuousClock.now - writer.openedAt
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let rate = seconds > 0 ? Double(entry.size) / seconds / 1e6 : 0
+            logger.info("committed \(entry.path) (\(entry.size) bytes in \(String(format: "%.2f", seconds)) s, \(String(format: "%.1f", rate)) MB/s, \(mode))")
         } catch {
             throw UploadFailure.wrap(error)
         }

@@ -28,6 +28,8 @@ final class PathWriter: @unchecked Sendable {
     private var committedEntry: RemoteEntry?
     private let reopen: @Sendable (String, RemoteEntry) throws -> any WriteSession
     private var modified = Int64(Date().timeIntervalSince1970)
+    /// When the file was opened for writing, for the commit's log line (time and rate).
+    let openedAt = ContinuousClock.now
     /// An mtime set while writing (`cp -p`'s futimens before close); a later write clears it.
     private var explicit: timespec?
 
