@@ -47,3 +47,31 @@ import Testing
         }
     }
 }
+
+/// A create that truly failed must never be mistaken for done because an older file of the same
+/// size sits at the path (an in-place edit that keeps the size would be reported saved and lost).
+@Suite struct LostAnswerSafetyTests {
+    @Test func anOlderFileOfTheSameSizeIsNotTakenForTheCreate() async throws {
+        let harness = try await Harness.start(retry: RetryPolicy(maxRetries: 2, baseDelay: 0.01, maxDelay: 0.02))
+        defer { Task { await harness.stop() } }
+        _ = try await uploadFile(harness.client, path: "/apps/t/db", content: pattern(6 << 20, seed: 1))
+        let edited = pattern(6 << 20, seed: 2)
+        let slice = 4 << 20
+        let blocks = [md5(edited[0..<slice]), md5(edited[slice...])]
+        let result = try await harness.client.precreate(path: "/apps/t/db", size: Int64(edited.count), blockList: blocks,
+                                                        contentMD5: nil, sliceMD5: nil, localMtime: 1_700_000_123, policy: .overwrite)
+        let uploadID = try #require(result.uploadID)
+        let pinned = PinnedBytes(edited)
+        for partseq in 0..<2 {
+            _ = try await harness.client.uploadPart(path: "/apps/t/db", uploadID: uploadID, partseq: partseq,
+                                                    bytes: pinned.part((partseq * slice)..<min((partseq + 1) * slice, edited.count)))
+        }
+        // Every create attempt is cut off before it acts: the edit is not saved, and must not be reported saved.
+        try await harness.setFaults("create:reset")
+        await #expect(throws: NetdiskError.self) {
+            _ = try await harness.client.create(path: "/apps/t/db", size: Int64(edited.count), uploadID: uploadID,
+                                                blockList: blocks, localMtime: 1_700_000_123, policy: .overwrite)
+        }
+        #expect(try await harness.storedFiles()["/apps/t/db"]?.md5 != md5(edited))
+    }
+}

@@ -2,7 +2,7 @@ import Foundation
 import Logging
 import Testing
 @testable import Uploader
-import NetdiskFS
+@testable import NetdiskFS
 
 /// Small slices keep unit tests fast; the fake, unlike Baidu, accepts a first part under 4 MiB.
 let testSlice = 64 << 10
@@ -538,5 +538,36 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
         #expect(UploadFailure(underlying: .quotaExceeded).errno == ENOSPC)
         #expect(UploadFailure(underlying: .fileTooLarge(limit: 1)).errno == EFBIG)
         #expect(NetdiskError.rateLimited(code: 31034).posixErrno == EAGAIN, "outside a session, rate limiting stays EAGAIN")
+    }
+}
+
+/// Of two last releases racing on one writer, exactly one is the last, and it commits.
+@Suite struct HandleTableTests {
+    final class NoSession: WriteSession, @unchecked Sendable {
+        func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws {}
+        func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int { 0 }
+        func truncate(to size: Int64) throws {}
+        var size: Int64 { 0 }
+        var modeName: String { "streaming" }
+        var bytesUploaded: Int64 { 0 }
+        func finish() throws -> RemoteEntry { RemoteEntry(fsID: 1, path: "/f", name: "f", size: 0, isDirectory: false) }
+        func abort() {}
+        func setLocalMtime(_ seconds: Int64?) {}
+        func retarget(to path: String) {}
+        var failure: NetdiskError? { nil }
+    }
+
+    @Test func exactlyOneOfTwoRacingReleasesIsTheLast() async throws {
+        for _ in 0..<200 {
+            let table = HandleTable()
+            let writer = PathWriter(remotePath: "/f", session: NoSession(), pendingAtStart: true) { _, _ in NoSession() }
+            let (_, first) = try table.attachWriteHandle(remotePath: "/f", opener: 1) { writer }
+            let (_, second) = try table.attachWriteHandle(remotePath: "/f", opener: 2) { writer }
+            async let a = Task.detached { table.releaseWriteHandle(first, of: writer) }.value
+            async let b = Task.detached { table.releaseWriteHandle(second, of: writer) }.value
+            let lasts = [await a, await b].filter { $0 }.count
+            #expect(lasts == 1)
+            #expect(table.forgetWriterIfUnused(writer) && table.writer(for: "/f") == nil)
+        }
     }
 }

@@ -179,6 +179,32 @@ struct BackupTests {
         }
     }
 
+    /// `touch` of an existing file opens it for writing and changes nothing but its mtime: the
+    /// file stays as it is (no upload), the mtime sticks, and a reader that shared the handle reads on.
+    @Test func touchOfAnExistingFileKeepsItAndItsNewMtime() async throws {
+        try await withMount { m in
+            try await shell("echo content > \(m.mounted("t")) && touch -d @1234567890 \(m.mounted("t"))")
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try await shell("stat -c %Y \(m.mounted("t"))").stdout == "1234567890\n")
+            try await shell("curl -sf -X POST \(m.emulator.baseURL)/__emulator/stats/reset")
+            let path = m.mounted("t")
+            let readBack = try await onThread { () -> String in
+                let writer = open(path, O_RDWR)
+                let reader = open(path, O_RDONLY)
+                guard writer >= 0, reader >= 0 else { return "open: \(errno)" }
+                close(writer)
+                Thread.sleep(forTimeInterval: 0.3)
+                var buffer = [UInt8](repeating: 0, count: 64)
+                let n = pread(reader, &buffer, 64, 0)
+                close(reader)
+                return n < 0 ? "read: \(errno)" : String(decoding: buffer[0..<n], as: UTF8.self)
+            }
+            #expect(readBack == "content\n", "a reader outlives an unchanged writer: \(readBack)")
+            #expect(try await Self.uploadCalls(m) == 0, "nothing uploaded for an unchanged file")
+            #expect(try await shell("stat -c %Y \(m.mounted("t"))").stdout == "1234567890\n")
+        }
+    }
+
     /// The overlay is written in batches, once a second: a kill -9 loses at most that second.
     @Test func overlaySurvivesKillNine() async throws {
         let fixture = try await MountFixture.make()

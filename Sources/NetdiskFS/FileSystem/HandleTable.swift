@@ -84,11 +84,6 @@ final class HandleTable: Sendable {
         }
     }
 
-    /// True when `handle` is the writer's only write handle not yet released.
-    func isOnlyWriteHandle(_ handle: UInt64, of writer: PathWriter) -> Bool {
-        state.withLock { ($0.writeHandles[ObjectIdentifier(writer)] ?? []).subtracting([handle]).isEmpty }
-    }
-
     /// True when every write handle on `writer` other than `handle` has been closed by its opener:
     /// then `handle`'s close is the last one, and it commits.
     func isLastOpenWriteHandle(_ handle: UInt64, of writer: PathWriter) -> Bool {
@@ -98,12 +93,22 @@ final class HandleTable: Sendable {
         }
     }
 
-    /// One write handle on the writer was released; true when it was the last one.
-    func detachWriteHandle(_ handle: UInt64, from writer: PathWriter) -> Bool {
+    /// One write handle on the writer was released; true when it was the last one. The check and
+    /// the removal are one step: of two releases racing, exactly one is the last and commits.
+    func releaseWriteHandle(_ handle: UInt64, of writer: PathWriter) -> Bool {
         state.withLock { state in
             let key = ObjectIdentifier(writer)
-            state.writeHandles[key]?.remove(handle)
-            if let remaining = state.writeHandles[key], !remaining.isEmpty { return false }
+            guard state.writeHandles[key]?.remove(handle) != nil else { return false }
+            return state.writeHandles[key]?.isEmpty ?? true
+        }
+    }
+
+    /// After the last release's commit: the writer leaves the table unless a new handle arrived
+    /// meanwhile. True when it left.
+    func forgetWriterIfUnused(_ writer: PathWriter) -> Bool {
+        state.withLock { state in
+            let key = ObjectIdentifier(writer)
+            if let handles = state.writeHandles[key], !handles.isEmpty { return false }
             state.writeHandles[key] = nil
             if let path = state.writers.first(where: { $0.value === writer })?.key { state.writers[path] = nil }
             return true

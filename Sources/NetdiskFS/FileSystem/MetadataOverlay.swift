@@ -124,12 +124,13 @@ public final class MetadataOverlay: @unchecked Sendable {
 
     public var count: Int { state.withLock { $0.entries.count } }
 
-    /// The overlay of `path` if it still describes `entry`; a stale one is forgotten.
-    func attributes(at path: String, for entry: RemoteEntry) -> OverlayAttributes? {
+    /// The overlay of `path` if it still describes `entry`. A stale one is forgotten when
+    /// `forgetStale` (not while a commit through the mount may be about to bind it).
+    func attributes(at path: String, for entry: RemoteEntry, forgetStale: Bool = true) -> OverlayAttributes? {
         state.withLock { state in
             guard let attributes = state.entries[path] else { return nil }
             if attributes.applies(to: entry) { return attributes }
-            if attributes.fsID != 0 {
+            if attributes.fsID != 0 && forgetStale {
                 state.entries[path] = nil
                 state.dirty.insert(path)
             }

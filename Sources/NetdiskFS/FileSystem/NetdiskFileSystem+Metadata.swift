@@ -83,7 +83,7 @@ extension NetdiskFileSystem {
     }
 
     private func attributes(of entry: RemoteEntry, overlayAt path: String, kind: FileAttributes.Kind) -> FileAttributes {
-        let stored = overlay.attributes(at: path, for: entry)
+        let stored = overlay.attributes(at: path, for: entry, forgetStale: handles.writer(for: path) == nil)
         let seconds = entry.localMtime > 0 ? entry.localMtime : entry.serverMtime
         let mode: UInt32
         switch kind {

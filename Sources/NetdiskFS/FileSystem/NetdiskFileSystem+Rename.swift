@@ -25,9 +25,21 @@ extension NetdiskFileSystem {
         if case .link(let link)? = try resolve(source) {
             return try renameSymlink(link, from: source, to: target, noReplace: noReplace)
         }
-        let moving = handles.writers(under: source).sorted { ObjectIdentifier($0) < ObjectIdentifier($1) }
-        for writer in moving { writer.commitLock.lock() }
-        defer { for writer in moving.reversed() { writer.commitLock.unlock() } }
+        // The writers that move, and the one replaced at the target, are locked together in one
+        // order (two renames never wait on each other); a writer that appeared meanwhile means again.
+        var locked: [PathWriter] = []
+        for attempt in 0..<3 {
+            let wanted = Self.ordered(handles.writers(under: source) + [handles.writer(for: target)].compactMap { $0 })
+            for writer in wanted { writer.commitLock.lock() }
+            let now = Set((handles.writers(under: source) + [handles.writer(for: target)].compactMap { $0 }).map(ObjectIdentifier.init))
+            if now.isSubset(of: Set(wanted.map(ObjectIdentifier.init))) || attempt == 2 {
+                locked = wanted
+                break
+            }
+            for writer in wanted.reversed() { writer.commitLock.unlock() }
+        }
+        defer { for writer in locked.reversed() { writer.commitLock.unlock() } }
+        let moving = locked
 
         let sourceWriter = handles.writer(for: source)
         // What the cloud holds at the source: a version this writer already committed (its release
@@ -79,20 +91,28 @@ extension NetdiskFileSystem {
         logger.info("rename \(source) -> \(target)\(sourceWriter != nil || !moving.isEmpty ? " (open for writing: commits follow)" : "")")
     }
 
+    /// Distinct writers, in the one order their commit locks are taken.
+    static func ordered(_ writers: [PathWriter]) -> [PathWriter] {
+        var seen = Set<ObjectIdentifier>()
+        return writers.filter { seen.insert(ObjectIdentifier($0)).inserted }.sorted { ObjectIdentifier($0) < ObjectIdentifier($1) }
+    }
+
     /// A symlink is its encoded file: rename that, replacing whatever file or link has the new name.
     private func renameSymlink(_ link: RemoteEntry, from source: String, to target: String, noReplace: Bool) throws {
         let encodedTarget = SymlinkEncoding.encoded(target)
         try requireDirectory(RemotePath.split(target).parent)
+        if noReplace, try resolve(target) != nil { throw FileSystemError(EEXIST) }
+        // A file being written at the target is replaced: abort it first (after a commit in flight).
+        if let writer = handles.writer(for: target) {
+            writer.commitLock.withLock { _ = handles.abortWriter(for: target) }
+        }
         switch try resolve(target) {
         case .entry(let existing)?:
             if noReplace { throw FileSystemError(EEXIST) }
             if existing.isDirectory { throw FileSystemError.isDirectory }
             try delete(target)
         case .writer?:
-            if noReplace { throw FileSystemError(EEXIST) }
-            if let writer = handles.writer(for: target) {
-                writer.commitLock.withLock { _ = handles.abortWriter(for: target) }
-            }
+            break
         case .link?:
             if noReplace { throw FileSystemError(EEXIST) }
         case nil:

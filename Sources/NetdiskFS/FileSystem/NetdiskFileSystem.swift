@@ -97,7 +97,10 @@ public final class NetdiskFileSystem: Sendable {
             // Wait for a commit in flight, so the version it lands is the one deleted below.
             writer.commitLock.withLock { abortedWriter = handles.abortWriter(for: remote) != nil }
         }
-        if abortedWriter { logger.info("unlink \(remote): upload in progress aborted, nothing committed") }
+        if abortedWriter {
+            overlay.remove(remote)
+            logger.info("unlink \(remote): upload in progress aborted, nothing committed")
+        }
         guard let entry = try metadata.entry(at: remote) else {
             if abortedWriter { return }
             if case .link(let link)? = try resolve(remote) { return try delete(link.path) }
@@ -153,7 +156,7 @@ public final class NetdiskFileSystem: Sendable {
             if flags & O_TRUNC != 0 && writer.size > 0 { try writer.truncate(to: 0) }
         } catch {
             _ = handles.remove(handle)
-            if handles.detachWriteHandle(handle, from: writer) {
+            if handles.releaseWriteHandle(handle, of: writer) && handles.forgetWriterIfUnused(writer) {
                 _ = writer.abortIfUncommitted()
                 uploads.remove(writer.session)
             }
@@ -203,7 +206,9 @@ public final class NetdiskFileSystem: Sendable {
         // session opened over an existing file commits only if something was written.
         let pendingAtStart: Bool
         if case .streaming = mode { pendingAtStart = true } else { pendingAtStart = false }
-        return PathWriter(remotePath: remote, session: session, pendingAtStart: pendingAtStart) { path, committed in
+        var base: RemoteEntry?
+        if case .cached(let existing) = mode { base = existing }
+        return PathWriter(remotePath: remote, session: session, pendingAtStart: pendingAtStart, base: base) { path, committed in
             let again = try writers.makeSession(remotePath: path, mode: .cached(existing: committed))
             uploads.add(again, path: path)
             return again
@@ -279,14 +284,13 @@ public final class NetdiskFileSystem: Sendable {
         // The last write handle: commit what close did not (a file never written, e.g. `touch`, a
         // write after the opener closed, a handle whose opener never closed it), BEFORE the writer
         // leaves the table, so the name never vanishes between. Nobody can receive this error.
+        guard handles.releaseWriteHandle(handle, of: writer) else { return }
         var failure: (any Error)?
-        if handles.isOnlyWriteHandle(handle, of: writer) {
-            do { try commit(writer) } catch {
-                failure = error
-                logger.error("commit of \(writer.remotePath) at the last release failed, and no process can be told: \(error)")
-            }
+        do { try commit(writer) } catch {
+            failure = error
+            logger.error("commit of \(writer.remotePath) at the last release failed, and no process can be told: \(error)")
         }
-        if handles.detachWriteHandle(handle, from: writer) { uploads.remove(writer.session) }
+        if handles.forgetWriterIfUnused(writer) { uploads.remove(writer.session) }
         if let failure { throw failure }
     }
 
@@ -295,9 +299,12 @@ public final class NetdiskFileSystem: Sendable {
         let mode = writer.session.modeName
         do {
             // Recorded under the writer's commit lock, so a rename sees the commit and its listing together.
-            guard let entry = try writer.commit(onlyIfWritten: onlyIfWritten, onCommitted: { entry in
+            guard let entry = try writer.commit(onlyIfWritten: onlyIfWritten, onCommitted: { entry, uploaded in
+                // The overlay first: a getattr between the two must not find the new entry and a
+                // pending overlay that does not match it yet.
+                overlay.bind(entry.path, to: entry, keepMtime: !uploaded || writer.explicitMtime != nil)
+                guard uploaded else { return }
                 metadata.didCreate(entry)
-                overlay.bind(entry.path, to: entry, keepMtime: writer.explicitMtime != nil)
                 overlay.touchDirectory(RemotePath.split(entry.path).parent)
                 lastOpened.withLock { $0[entry.path] = nil }
             }) else { return }

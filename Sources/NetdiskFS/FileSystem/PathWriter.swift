@@ -26,6 +26,9 @@ final class PathWriter: @unchecked Sendable {
     private var written = false
     private var aborted = false
     private var committedEntry: RemoteEntry?
+    /// The cloud version the current session started from (cached mode over an existing file):
+    /// a close with no change leaves that version committed as it is.
+    private var base: RemoteEntry?
     private let reopen: @Sendable (String, RemoteEntry) throws -> any WriteSession
     private var modified = Int64(Date().timeIntervalSince1970)
     /// When the file was opened for writing, for the commit's log line (time and rate).
@@ -33,11 +36,12 @@ final class PathWriter: @unchecked Sendable {
     /// An mtime set while writing (`cp -p`'s futimens before close); a later write clears it.
     private var explicit: timespec?
 
-    init(remotePath: String, session: any WriteSession, pendingAtStart: Bool,
+    init(remotePath: String, session: any WriteSession, pendingAtStart: Bool, base: RemoteEntry? = nil,
          reopen: @escaping @Sendable (String, RemoteEntry) throws -> any WriteSession) {
         self.path = remotePath
         self.current = session
         self.pending = pendingAtStart
+        self.base = base
         self.reopen = reopen
     }
 
@@ -75,17 +79,24 @@ final class PathWriter: @unchecked Sendable {
         session.retarget(to: newPath)
     }
 
-    /// The session to use now, reopening over the committed file if needed.
+    /// The session to use now, reopening over the committed file if needed. The reopen happens under
+    /// the commit lock, so a rename or unlink in between cannot leave it aimed at the old name.
     private func liveSession() throws -> any WriteSession {
         let (committed, session, isAborted, target) = stateLock.withLock { (committedEntry, current, aborted, path) }
         if isAborted { throw FileSystemError(EIO, "\(target) was unlinked or replaced while open; its bytes are gone") }
-        guard let committed else { return session }
-        let reopened = try reopen(target, committed)
-        stateLock.withLock {
-            current = reopened
-            committedEntry = nil
+        guard committed != nil else { return session }
+        return try commitLock.withLock {
+            let (committed, session, isAborted, target) = stateLock.withLock { (committedEntry, current, aborted, path) }
+            if isAborted { throw FileSystemError(EIO, "\(target) was unlinked or replaced while open; its bytes are gone") }
+            guard let committed else { return session }
+            let reopened = try reopen(target, committed)
+            stateLock.withLock {
+                current = reopened
+                committedEntry = nil
+                base = committed
+            }
+            return reopened
         }
-        return reopened
     }
 
     private func touched() {
@@ -134,31 +145,43 @@ final class PathWriter: @unchecked Sendable {
         return session?.failure
     }
 
-    /// Commits pending changes; returns the new entry, or nil when there was nothing to commit.
+    /// Commits pending changes; returns the new entry, or nil when nothing was uploaded.
     ///
     /// `onlyIfWritten` (flush): a file opened but not yet written is left for the last release, so
     /// `echo x > f` (whose shell closes a dup of the descriptor before writing) uploads once, not twice.
-    /// `onCommitted` runs under the commit lock, so whoever waits on it sees the commit recorded.
-    func commit(onlyIfWritten: Bool = false, onCommitted: (RemoteEntry) -> Void = { _ in }) throws -> RemoteEntry? {
+    /// `onCommitted(entry, uploaded)` runs under the commit lock before the commit is published to
+    /// getattr, so whoever waits on the lock, or looks, sees it recorded. A writer closed without a
+    /// change (`touch` of an existing file) keeps the version it started from: `uploaded` is false.
+    func commit(onlyIfWritten: Bool = false, onCommitted: (RemoteEntry, Bool) -> Void = { _, _ in }) throws -> RemoteEntry? {
         try operationLock.withLock {
             try commitLock.withLock {
-                let (session, isPending, done, hasWrites) = stateLock.withLock { (current, pending, aborted || committedEntry != nil, written) }
+                let (session, isPending, done, hasWrites, unchanged) = stateLock.withLock {
+                    (current, pending, aborted || committedEntry != nil, written, base.map { entry -> RemoteEntry in
+                        var entry = entry
+                        entry.path = path
+                        entry.name = RemotePath.split(path).name
+                        return entry
+                    })
+                }
                 if done { return nil }
                 if onlyIfWritten && !hasWrites { return nil }
                 guard isPending else {
                     // Opened for writing over an existing file and never changed: nothing to upload.
                     session.abort()
-                    stateLock.withLock { aborted = true }
+                    if let unchanged { onCommitted(unchanged, false) }
+                    stateLock.withLock {
+                        if let unchanged { committedEntry = unchanged } else { aborted = true }
+                    }
                     return nil
                 }
                 // Renames retarget under the commit lock, so the path cannot move during finish.
                 session.setLocalMtime(stateLock.withLock { explicit.map { Int64($0.tv_sec) } ?? modified })
                 let entry = try session.finish()
+                onCommitted(entry, true)
                 stateLock.withLock {
                     committedEntry = entry
                     pending = false
                 }
-                onCommitted(entry)
                 return entry
             }
         }

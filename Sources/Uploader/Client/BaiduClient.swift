@@ -247,8 +247,13 @@ public final class BaiduClient: NetdiskAPI {
         let started = Int64(Date().timeIntervalSince1970)
         let entry = try await call("create", WireEntry.self, recover: { _ async -> WireEntry? in
             // The first create took effect and its answer was lost: the retry finds the uploadid spent.
+            // Only a file that is provably this create's: the same size, made after it was sent, with the
+            // local_mtime it gave (when it gave one) and, for one part, the same MD5. An older version
+            // of the same size must never be taken for it: that would report a lost edit as saved.
             guard let found = await self.lookup(path), !found.isDirectory, found.size == size,
-                  max(found.serverMtime, found.localMtime) >= started - 300 || localMtime != nil else { return nil }
+                  found.serverMtime >= started - 2,
+                  localMtime.map({ found.localMtime == $0 }) ?? true,
+                  blockList.count != 1 || found.md5 == nil || found.md5 == blockList[0] else { return nil }
             return WireEntry(found)
         }) { token in
             streaming

@@ -43,14 +43,19 @@ public struct StagingOwner: Sendable, Equatable {
         return UInt64(fields[19])
     }
 
-    /// The first 16 hex digits of /etc/machine-id (or the host id when there is none).
+    /// 16 hex digits naming where pids mean something: 8 of /etc/machine-id (or the host id) and 8
+    /// of the pid namespace's inode. Containers often share a machine-id but not their pids, and
+    /// must not take each other's live files for abandoned ones.
     static func machineID() -> String {
+        var machine = String(format: "%08lx", UInt(bitPattern: gethostid()) & 0xffff_ffff)
         for file in ["/etc/machine-id", "/var/lib/dbus/machine-id"] {
             if let text = try? String(contentsOfFile: file, encoding: .utf8) {
                 let hex = text.trimmingCharacters(in: .whitespacesAndNewlines)
-                if hex.count >= 16, hex.allSatisfy(\.isHexDigit) { return String(hex.prefix(16)).lowercased() }
+                if hex.count >= 8, hex.allSatisfy(\.isHexDigit) { machine = String(hex.prefix(8)).lowercased(); break }
             }
         }
-        return String(format: "%016lx", UInt(bitPattern: gethostid()))
+        var st = stat()
+        let namespace = stat("/proc/self/ns/pid", &st) == 0 ? UInt64(st.st_ino) : 0
+        return machine + String(format: "%08llx", namespace & 0xffff_ffff)
     }
 }
