@@ -48,3 +48,9 @@ pid_t netdiskfs_fuse_caller_pid(void) {
     struct fuse_context *context = fuse_get_context();
     return context ? context->pid : 0;
 }
+
+void netdiskfs_fuse_caller_ids(uid_t *uid, gid_t *gid) {
+    struct fuse_context *context = fuse_get_context();
+    *uid = context ? context->uid : 0;
+    *gid = context ? context->gid : 0;
+}

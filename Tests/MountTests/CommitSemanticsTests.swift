@@ -427,6 +427,13 @@ struct CommitSemanticsTests {
                 .split(separator: "\n").first { $0.contains(" \(m.mountpoint) ") }
             let options = String(line ?? "")
             #expect(options.contains("default_permissions") && options.contains("allow_other"), "\(options)")
+            // Another user: kept out where the modes say so, and the owner of what they create.
+            try await shell("mkdir \(m.mounted("shared")) && chmod 1777 \(m.mounted("shared"))")
+            let nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups"
+            try await shell("\(nobody) sh -c 'echo hi > \(m.mounted("shared/theirs")) && mkdir \(m.mounted("shared/dir"))'")
+            #expect(try await shell("stat -c '%u %g' \(m.mounted("shared/theirs")) \(m.mounted("shared/dir"))").stdout == "65534 65534\n65534 65534\n")
+            let denied = try await shell("\(nobody) sh -c 'echo x > \(m.mounted("mine"))'", check: false)
+            #expect(denied.status != 0 && denied.stderr.contains("Permission denied"), "\(denied.stderr)")
         }
     }
 }

@@ -36,6 +36,9 @@ void *netdiskfs_fuse_private_data(void);
 /// A thread's id, not its process's: map it to the thread group before comparing processes.
 pid_t netdiskfs_fuse_caller_pid(void);
 
+/// The user and group of the process that made the current request (the owner of what it creates).
+void netdiskfs_fuse_caller_ids(uid_t *uid, gid_t *gid);
+
 /// The fd of the /dev/fuse connection (for diagnostics).
 int netdiskfs_fuse_fd(struct fuse *f);
 

@@ -109,7 +109,10 @@ enum FuseCallbacks {
             }
         }
         ops.mkdir = { path, mode in
-            FuseCallbacks.run("mkdir", path) { fs, path in try fs.makeDirectory(path, mode: UInt32(mode)); return 0 }
+            FuseCallbacks.run("mkdir", path) { fs, path in
+                try fs.makeDirectory(path, mode: UInt32(mode), owner: FuseCaller.owner())
+                return 0
+            }
         }
         ops.rmdir = { path in
             FuseCallbacks.run("rmdir", path) { fs, path in try fs.removeDirectory(path); return 0 }
@@ -126,7 +129,7 @@ enum FuseCallbacks {
         }
         ops.symlink = { target, path in
             FuseCallbacks.run("symlink", path) { fs, path in
-                try fs.makeSymlink(path, target: String(cString: target!))
+                try fs.makeSymlink(path, target: String(cString: target!), owner: FuseCaller.owner())
                 return 0
             }
         }
@@ -214,7 +217,8 @@ enum FuseCallbacks {
         }
         ops.create = { path, mode, fi in
             FuseCallbacks.run("create", path) { fs, path in
-                fi!.pointee.fh = try fs.create(path, flags: fi!.pointee.flags, mode: UInt32(mode) & 0o7777, caller: FuseCaller.process())
+                fi!.pointee.fh = try fs.create(path, flags: fi!.pointee.flags, mode: UInt32(mode) & 0o7777,
+                                               owner: FuseCaller.owner(), caller: FuseCaller.process())
                 return 0
             }
         }

@@ -17,6 +17,13 @@ enum FuseCaller {
         return threadGroup(of: tid) ?? tid
     }
 
+    /// Who the caller is: what it creates is theirs (with --allow-other, other users create too).
+    static func owner() -> (uid: UInt32, gid: UInt32) {
+        var uid = uid_t(0), gid = gid_t(0)
+        netdiskfs_fuse_caller_ids(&uid, &gid)
+        return (UInt32(uid), UInt32(gid))
+    }
+
     static func threadGroup(of tid: pid_t) -> pid_t? {
         let fd = open("/proc/\(tid)/status", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }

@@ -163,7 +163,7 @@ extension NetdiskFileSystem {
     // MARK: symlinks
 
     /// symlink(2): a small file `NAME.rclonelink` holding the target, committed now.
-    public func makeSymlink(_ path: String, target: String) throws {
+    public func makeSymlink(_ path: String, target: String, owner: (uid: UInt32, gid: UInt32)? = nil) throws {
         try requireWritable()
         let remote = paths.remote(path)
         try requireDirectory(RemotePath.split(remote).parent)
@@ -176,6 +176,7 @@ extension NetdiskFileSystem {
             let entry = try session.finish()
             metadata.didCreate(entry)
             overlay.update(encoded, entry: entry) { $0.linkTarget = target }
+            recordNew(encoded, entry: entry, mode: 0o777, defaultMode: 0o777, owner: owner)
             overlay.touchDirectory(RemotePath.split(remote).parent)
             logger.info("symlink \(remote) -> \(target)")
         } catch {

@@ -60,7 +60,8 @@ public final class NetdiskFileSystem: Sendable {
 
     // MARK: directory operations
 
-    public func makeDirectory(_ path: String, mode: UInt32 = FileAttributes.defaultDirectoryMode) throws {
+    public func makeDirectory(_ path: String, mode: UInt32 = FileAttributes.defaultDirectoryMode,
+                              owner: (uid: UInt32, gid: UInt32)? = nil) throws {
         try requireWritable()
         let remote = paths.remote(path)
         if try resolve(remote) != nil { throw FileSystemError(EEXIST) }
@@ -69,7 +70,7 @@ public final class NetdiskFileSystem: Sendable {
         let entry = try Blocking.await { () async throws(NetdiskError) in try await api.makeDirectory(path: remote) }
         metadata.didCreate(entry)
         overlay.remove(remote)
-        if mode & 0o7777 != FileAttributes.defaultDirectoryMode { overlay.update(remote, entry: entry) { $0.mode = mode & 0o7777 } }
+        recordNew(remote, entry: entry, mode: mode, defaultMode: FileAttributes.defaultDirectoryMode, owner: owner)
         overlay.touchDirectory(RemotePath.split(remote).parent)
         logger.info("mkdir \(remote)")
     }
@@ -170,7 +171,8 @@ public final class NetdiskFileSystem: Sendable {
     ///
     /// With O_EXCL the name is checked against a fresh listing, not the cached one: git's lock files
     /// (and every program that uses O_EXCL as a lock) depend on it seeing files made elsewhere.
-    public func create(_ path: String, flags: Int32, mode: UInt32 = FileAttributes.defaultFileMode, caller: pid_t) throws -> UInt64 {
+    public func create(_ path: String, flags: Int32, mode: UInt32 = FileAttributes.defaultFileMode,
+                       owner: (uid: UInt32, gid: UInt32)? = nil, caller: pid_t) throws -> UInt64 {
         try requireWritable()
         let remote = paths.remote(path)
         try requireDirectory(RemotePath.split(remote).parent)
@@ -182,7 +184,7 @@ public final class NetdiskFileSystem: Sendable {
         if existing == nil && handles.writer(for: remote) == nil {
             // A new file: nothing recorded for an earlier one of that name applies.
             overlay.remove(remote)
-            if mode & 0o7777 != FileAttributes.defaultFileMode { overlay.update(remote, entry: nil) { $0.mode = mode & 0o7777 } }
+            recordNew(remote, entry: nil, mode: mode, defaultMode: FileAttributes.defaultFileMode, owner: owner)
         }
         let (_, handle) = try handles.attachWriteHandle(remotePath: remote, opener: caller) { () throws -> PathWriter in
             try makeWriter(remote, mode: .streaming)
@@ -322,6 +324,20 @@ public final class NetdiskFileSystem: Sendable {
         defer { overlay.close() }
         for writer in handles.allWriters() where writer.abortIfUncommitted() {
             logger.warning("unmounted while \(writer.remotePath) was open for writing: upload aborted")
+        }
+    }
+
+    /// The mode and owner a new file or directory was made with, when they differ from what is
+    /// reported by default (so most files need no overlay entry at all).
+    func recordNew(_ remote: String, entry: RemoteEntry?, mode: UInt32, defaultMode: UInt32, owner: (uid: UInt32, gid: UInt32)?) {
+        let mode = mode & 0o7777
+        let uid = owner.flatMap { $0.uid == defaultOwner.uid ? nil : $0.uid }
+        let gid = owner.flatMap { $0.gid == defaultOwner.gid ? nil : $0.gid }
+        guard mode != defaultMode || uid != nil || gid != nil else { return }
+        overlay.update(remote, entry: entry) { attributes in
+            if mode != defaultMode { attributes.mode = mode }
+            if let uid { attributes.uid = uid }
+            if let gid { attributes.gid = gid }
         }
     }
 
