@@ -571,3 +571,31 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
         }
     }
 }
+
+/// A part's buffer must be let go as soon as its upload is done: the pipeline once kept every taken
+/// job (and so its slice) in its queue until 64 had gone by, which is 1 GiB of RSS at SVIP's 16 MiB slices.
+@Suite struct PipelineRetentionTests {
+    final class Canary: @unchecked Sendable {}
+
+    @Test func finishedPartsAreNotHeldByThePipeline() throws {
+        let pipeline = OrderedPipeline(threads: 2, name: "retention-test", progress: ProgressCounters(mode: .streaming),
+                                       upload: { _, _, _ throws(NetdiskError) in })
+        let bytes = [UInt8](repeating: 1, count: 64)
+        var canaries: [Weak] = []
+        try bytes.withUnsafeBytes { raw in
+            for partseq in 0..<40 {
+                let canary = Canary()
+                canaries.append(Weak(canary))
+                try pipeline.submit(PipelineJob(partseq: partseq, bytes: PartBytes(base: raw.baseAddress, count: raw.count),
+                                                knownMD5: "x", release: { withExtendedLifetime(canary) {} }))
+            }
+            _ = try pipeline.finish()
+        }
+        // The pipeline is still alive here: nothing of a finished part may be.
+        let alive = canaries.filter { $0.object != nil }.count
+        #expect(alive == 0, "\(alive) finished parts still held by the pipeline")
+        withExtendedLifetime(pipeline) {}
+    }
+
+    struct Weak { weak var object: Canary?; init(_ object: Canary) { self.object = object } }
+}

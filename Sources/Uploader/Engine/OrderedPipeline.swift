@@ -19,7 +19,9 @@ final class OrderedPipeline: @unchecked Sendable {
     typealias Upload = @Sendable (_ partseq: Int, _ bytes: PartBytes, _ md5: String) throws(NetdiskError) -> Void
 
     private let condition = NSCondition()
-    private var queue: [PipelineJob] = []
+    /// Taken jobs are set to nil at once: a job holds its part's buffer (through `release`), and a
+    /// taken job left in the array kept up to 64 slices alive after their upload (1 GiB at SVIP).
+    private var queue: [PipelineJob?] = []
     private var queueHead = 0
     private var active = 0
     private var closed = false
@@ -89,8 +91,8 @@ final class OrderedPipeline: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         while true {
-            if queueHead < queue.count {
-                let job = queue[queueHead]
+            if queueHead < queue.count, let job = queue[queueHead] {
+                queue[queueHead] = nil
                 queueHead += 1
                 if queueHead > 64 && queueHead * 2 > queue.count {
                     queue.removeFirst(queueHead)
