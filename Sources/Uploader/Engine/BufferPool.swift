@@ -1,18 +1,37 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 
 /// One slice-sized buffer: sections are filled in place and handed to the HTTP layer without copying.
+///
+/// Mapped straight from the kernel (mmap) and unmapped when freed. Why not malloc: after glibc
+/// frees one mmapped chunk it raises its mmap threshold to that size (up to 32 MiB), so later 8 and
+/// 16 MiB slices came from heaps it does not give back; a 1 GiB copy at SVIP then peaked at
+/// 768 MiB of RSS, against 111 MiB with the threshold pinned at 1 MiB.
 public final class SectionBuffer: @unchecked Sendable {
     public let base: UnsafeMutableRawPointer
     public let capacity: Int
     /// Valid bytes, from the start.
     public var count: Int = 0
+    private let mapped: Bool
 
     init(capacity: Int) {
         self.capacity = capacity
-        base = UnsafeMutableRawPointer.allocate(byteCount: max(capacity, 1), alignment: 64)
+        let length = max(capacity, 1)
+        if let pointer = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+           pointer != MAP_FAILED {
+            base = pointer
+            mapped = true
+        } else {
+            base = UnsafeMutableRawPointer.allocate(byteCount: length, alignment: 64)
+            mapped = false
+        }
     }
 
-    deinit { base.deallocate() }
+    deinit {
+        if mapped { munmap(base, max(capacity, 1)) } else { base.deallocate() }
+    }
 
     public var bytes: PartBytes { PartBytes(base: UnsafeRawPointer(base), count: count) }
 }
