@@ -224,9 +224,14 @@ public final class NetdiskFileSystem: Sendable {
         do {
             if file.isWriteHandle { return try writer.read(into: buffer, at: offset) }
             // A read-only share: once the writer committed, read the committed file (never reopen it).
-            if let count = try writer.readWithoutReopening(into: buffer, at: offset) { return count }
-            guard let committed = writer.committed else { return try writer.readWithoutReopening(into: buffer, at: offset) ?? 0 }
-            return try file.committedReader(for: committed, make: makeReader).read(into: buffer, at: offset)
+            // A write handle may reopen it between the two looks; then the session answers again.
+            for _ in 0..<3 {
+                if let count = try writer.readWithoutReopening(into: buffer, at: offset) { return count }
+                if let committed = writer.committed {
+                    return try file.committedReader(for: committed, make: makeReader).read(into: buffer, at: offset)
+                }
+            }
+            throw FileSystemError(EIO, "\(writer.remotePath) kept changing while it was read")
         } catch {
             throw UploadFailure.wrap(error)
         }
