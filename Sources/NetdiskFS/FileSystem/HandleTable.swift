@@ -15,14 +15,13 @@ final class HandleTable: Sendable {
 
     private let state = Mutex(State())
 
+    /// A read handle (write handles come from ``attachWriteHandle(remotePath:opener:make:)``).
     func add(_ file: OpenFile) -> UInt64 {
-        state.withLock { state in
+        precondition(!file.isWriteHandle, "write handles are attached with their writer")
+        return state.withLock { state in
             let handle = state.nextHandle
             state.nextHandle += 1
             state.files[handle] = file
-            if file.isWriteHandle, let writer = file.writer {
-                state.writeHandles[ObjectIdentifier(writer), default: []].insert(handle)
-            }
             return handle
         }
     }

@@ -172,32 +172,45 @@ public final class MetadataOverlay: @unchecked Sendable {
         }
     }
 
-    /// rename: every entry at or below `source` moves below `target`; what was at `target` goes.
-    func move(from source: String, to target: String) {
+    /// rename: the entry at `source` moves to `target`, replacing what was there; with `subtree`
+    /// (a directory) everything below it moves too. Only a directory's rename scans the entries:
+    /// rsync renames every file it writes, and 100,000 of them must not cost 100,000 scans.
+    func move(from source: String, to target: String, subtree: Bool) {
         state.withLock { state in
-            for path in state.entries.keys where MetadataCache.isSelfOrDescendant(path, of: target) {
-                state.entries[path] = nil
-                state.dirty.insert(path)
+            if subtree {
+                for path in state.entries.keys where MetadataCache.isSelfOrDescendant(path, of: target) {
+                    state.entries[path] = nil
+                    state.dirty.insert(path)
+                }
+                let moving = state.entries.filter { MetadataCache.isSelfOrDescendant($0.key, of: source) }
+                for (path, attributes) in moving {
+                    let newPath = target + path.dropFirst(source.count)
+                    state.entries[path] = nil
+                    state.entries[newPath] = attributes
+                    state.dirty.insert(path)
+                    state.dirty.insert(newPath)
+                }
+                return
             }
-            let moving = state.entries.filter { MetadataCache.isSelfOrDescendant($0.key, of: source) }
-            for (path, attributes) in moving {
-                let newPath = target + path.dropFirst(source.count)
-                state.entries[path] = nil
-                state.entries[newPath] = attributes
-                state.dirty.insert(path)
-                state.dirty.insert(newPath)
-            }
+            let attributes = state.entries.removeValue(forKey: source)
+            state.entries[target] = attributes
+            state.dirty.insert(source)
+            state.dirty.insert(target)
         }
     }
 
-    /// delete: the entry at `path` and everything below it.
-    func remove(_ path: String) {
+    /// delete: the entry at `path`, and with `subtree` (a directory) everything below it.
+    func remove(_ path: String, subtree: Bool = false) {
         state.withLock { state in
-            for key in state.entries.keys where MetadataCache.isSelfOrDescendant(key, of: path) {
-                state.entries[key] = nil
-                state.dirty.insert(key)
+            if subtree {
+                for key in state.entries.keys where MetadataCache.isSelfOrDescendant(key, of: path) {
+                    state.entries[key] = nil
+                    state.dirty.insert(key)
+                }
+            } else {
+                state.entries[path] = nil
             }
-            if state.entries[path] == nil { state.dirty.insert(path) }
+            state.dirty.insert(path)
         }
     }
 

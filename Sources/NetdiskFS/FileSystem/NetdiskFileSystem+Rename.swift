@@ -64,7 +64,7 @@ extension NetdiskFileSystem {
                 guard try metadata.listing(of: target).entries.isEmpty, handles.writers(in: target).isEmpty else {
                     throw FileSystemError.notEmpty
                 }
-                try delete(target)
+                try delete(target, directory: true)
             }
         }
         if targetWriter != nil, handles.abortWriter(for: target) != nil {
@@ -84,7 +84,7 @@ extension NetdiskFileSystem {
             try delete(target)
         }
         if let existingLink { try delete(existingLink.path) }
-        overlay.move(from: source, to: target)
+        overlay.move(from: source, to: target, subtree: isDirectory)
         overlay.touchDirectory(RemotePath.split(source).parent)
         overlay.touchDirectory(RemotePath.split(target).parent)
         handles.retarget(from: source, to: target)
@@ -124,7 +124,7 @@ extension NetdiskFileSystem {
             try await api.move(from: from, toDirectory: directory, newName: name, ondup: .overwrite)
         }
         metadata.didRename(from: link.path, to: encodedTarget, entry: link)
-        overlay.move(from: link.path, to: encodedTarget)
+        overlay.move(from: link.path, to: encodedTarget, subtree: false)
         overlay.touchDirectory(RemotePath.split(source).parent)
         overlay.touchDirectory(RemotePath.split(target).parent)
         logger.info("rename \(source) -> \(target) (symlink)")

@@ -69,7 +69,7 @@ public final class NetdiskFileSystem: Sendable {
         let api = self.api
         let entry = try Blocking.await { () async throws(NetdiskError) in try await api.makeDirectory(path: remote) }
         metadata.didCreate(entry)
-        overlay.remove(remote)
+        overlay.remove(remote, subtree: true)
         recordNew(remote, entry: entry, mode: mode, defaultMode: FileAttributes.defaultDirectoryMode, owner: owner)
         overlay.touchDirectory(RemotePath.split(remote).parent)
         logger.info("mkdir \(remote)")
@@ -85,7 +85,7 @@ public final class NetdiskFileSystem: Sendable {
         if !(try metadata.listing(of: remote).entries.isEmpty) || !handles.writers(in: remote).isEmpty {
             throw FileSystemError.notEmpty
         }
-        try delete(remote)
+        try delete(remote, directory: true)
     }
 
     /// unlink(2). A file being written is aborted first: nothing of it is ever committed, and its
@@ -111,11 +111,12 @@ public final class NetdiskFileSystem: Sendable {
         try delete(remote)
     }
 
-    func delete(_ remote: String) throws {
+    /// Deletes in the cloud; `directory` also forgets the overlay of everything below it.
+    func delete(_ remote: String, directory: Bool = false) throws {
         let api = self.api
         try Blocking.await { () async throws(NetdiskError) in try await api.delete(paths: [remote]) }
         metadata.didRemove(remote)
-        overlay.remove(remote)
+        overlay.remove(remote, subtree: directory)
         overlay.touchDirectory(RemotePath.split(remote).parent)
         logger.info("delete \(remote)")
     }
