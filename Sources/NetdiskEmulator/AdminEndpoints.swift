@@ -21,6 +21,9 @@ extension Emulator {
                     "calls": s.calls, "refreshes": s.refreshes, "bytes_received": s.bytesReceived,
                     "open_uploads": try await store.openUploadCount(),
                     "parts_by_upload": s.partsByUpload, "parts_by_path": s.partsByPath, "faults_fired": s.faultsFired,
+                    "downloads_open": s.openDownloadsTotal, "downloads_peak": s.peakDownloads,
+                    "downloads_peak_per_link": s.peakDownloadsPerLink, "downloads_refused": s.downloadsRefused,
+                    "profile": options.profile.summary,
                 ])
             case (.post, "/__emulator/stats/reset"):
                 stats.reset()

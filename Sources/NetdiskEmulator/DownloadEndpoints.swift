@@ -44,7 +44,17 @@ extension Emulator {
         let length = max(0, last - first + 1)
         let blobs = self.blobs
         let start = first
+        let limit = options.vipType == 0 ? options.profile.normalAccountDownloadConnections : 0
+        guard stats.downloadOpened(id, limit: limit) else {
+            // What the research says a normal account gets for a second download connection.
+            throw BaiduFailure(31034, "hit frequency limit: more than \(limit) download connection(s) on a normal account")
+        }
+        let stats = self.stats
         let body = ResponseBody(contentLength: Int(length)) { writer in
+            // Counted closed once the last byte is handed over, so a client that starts its next
+            // request on receiving it is never taken for two at once.
+            var open = true
+            defer { if open { stats.downloadClosed(id) } }
             var offset = start
             var remaining = length
             while remaining > 0 {
@@ -55,6 +65,8 @@ extension Emulator {
                 remaining -= Int64(chunk.readableBytes)
                 try await writer.write(chunk)
             }
+            open = false
+            stats.downloadClosed(id)
             try await writer.finish(nil)
         }
         return Response(status: status, headers: headers, body: body)

@@ -78,6 +78,12 @@ final class Emulator: Sendable {
         }
         if route.family == .admin { return await admin(request) }
         stats.call(route.endpoint)
+        return await Reply.$requestIDAsFloat.withValue(options.profile.requestIDAsFloat) {
+            await respond(request, route: route, query: query, listener: listener)
+        }
+    }
+
+    private func respond(_ request: Request, route: Route, query: Fields, listener: Int) async -> Response {
         let actions = faults.fire(route.endpoint)
         var call = Call(request: request, query: query, fields: query, listener: listener, actions: actions)
         do {
@@ -95,6 +101,10 @@ final class Emulator: Sendable {
             switch route.family {
             case .xpan, .pcs:
                 if route.endpoint != "cdn" { try await authorize(call.query["access_token"], family: route.family) }
+                if !options.profile.webAPIAcceptsOAuth, ["/api/precreate", "/api/create"].contains(request.uri.path) {
+                    // The web API's upload calls want a BDUSS cookie; an OAuth token is not a login there.
+                    throw BaiduFailure(-6, "user not logged in (the web API needs a cookie login)")
+                }
             default: break
             }
             let response = try await handle(route.endpoint, call)

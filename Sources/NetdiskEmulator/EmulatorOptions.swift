@@ -22,6 +22,8 @@ public struct EmulatorOptions: Sendable {
     /// When set, only this client_id (and secret, if set) is accepted by the OAuth endpoints.
     public var clientID: String?
     public var clientSecret: String?
+    /// Which reading of Baidu's uncertain behaviour to emulate (see ``EmulatorProfile``).
+    public var profile: EmulatorProfile = .default
 
     public init() {}
 }

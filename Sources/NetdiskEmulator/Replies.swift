@@ -3,7 +3,12 @@ import Hummingbird
 
 /// JSON answers in Baidu's two error shapes: xpan hosts say `errno`, pcs hosts say `error_code`.
 enum Reply {
+    /// Set per call from the profile: request_id as a float (`1.8e+17`), as the real service sometimes sends.
+    @TaskLocal static var requestIDAsFloat = false
+
     static func json(_ object: [String: Any], status: Int = 200, headers: HTTPFields = [:]) -> Response {
+        var object = object
+        if requestIDAsFloat, let id = object["request_id"] as? Int64 { object["request_id"] = Double(id) * 1e5 }
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.withoutEscapingSlashes])) ?? Data("{}".utf8)
         var fields = headers
         fields[.contentType] = "application/json; charset=utf-8"

@@ -12,6 +12,12 @@ final class EmulatorStats: Sendable {
         /// Parts received per remote path.
         var partsByPath: [String: Int] = [:]
         var faultsFired: [String: Int] = [:]
+        /// Download bodies being sent now, per dlink and account-wide, and the most seen at once.
+        var openDownloads: [String: Int] = [:]
+        var openDownloadsTotal = 0
+        var peakDownloadsPerLink: [String: Int] = [:]
+        var peakDownloads = 0
+        var downloadsRefused = 0
     }
 
     private let state = Mutex(Snapshot())
@@ -28,6 +34,37 @@ final class EmulatorStats: Sendable {
         }
     }
 
+    /// Counts a download body starting; false (and nothing counted) when `limit` > 0 connections are open.
+    func downloadOpened(_ link: String, limit: Int) -> Bool {
+        state.withLock {
+            if limit > 0 && $0.openDownloadsTotal >= limit {
+                $0.downloadsRefused += 1
+                return false
+            }
+            $0.openDownloads[link, default: 0] += 1
+            $0.openDownloadsTotal += 1
+            $0.peakDownloadsPerLink[link] = max($0.peakDownloadsPerLink[link] ?? 0, $0.openDownloads[link]!)
+            $0.peakDownloads = max($0.peakDownloads, $0.openDownloadsTotal)
+            return true
+        }
+    }
+
+    func downloadClosed(_ link: String) {
+        state.withLock {
+            $0.openDownloads[link, default: 1] -= 1
+            if $0.openDownloads[link] == 0 { $0.openDownloads[link] = nil }
+            $0.openDownloadsTotal -= 1
+        }
+    }
+
     var snapshot: Snapshot { state.withLock { $0 } }
-    func reset() { state.withLock { $0 = Snapshot() } }
+    /// Forgets the counts but not the downloads still open (their close must still balance).
+    func reset() {
+        state.withLock {
+            let (open, total) = ($0.openDownloads, $0.openDownloadsTotal)
+            $0 = Snapshot()
+            $0.openDownloads = open
+            $0.openDownloadsTotal = total
+        }
+    }
 }

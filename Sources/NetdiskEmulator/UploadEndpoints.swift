@@ -13,14 +13,18 @@ extension Emulator {
             return Reply.json(["errno": 0, "return_type": 2, "path": record.path, "info": entry(record),
                                "request_id": Random.requestID()])
         }
+        let size = call.fields.int64("size")
+        // Placeholder entries (empty strings, one per part) with a real size: Duplicati's OAuth form.
+        let placeholdersAllowed = options.profile.xpanAcceptsPlaceholderBlocks && size != nil
         guard let blockList = call.fields.stringArray("block_list"), !blockList.isEmpty,
-              blockList.allSatisfy(Self.isMD5) else {
+              blockList.allSatisfy({ Self.isMD5($0) || (placeholdersAllowed && $0.isEmpty) }) else {
             throw BaiduFailure(2, "block_list missing or invalid")
         }
-        let size = call.fields.int64("size")
+        if blockList.count > options.profile.maxParts { throw BaiduFailure(2, "block_list has more than \(options.profile.maxParts) parts") }
         if size == nil && !streamingAllowed { throw BaiduFailure(2, "size is required") }
         if let size {
             guard size >= 0 else { throw BaiduFailure.badParameter }
+            if size == 0 && options.profile.refuseEmptyFiles { throw BaiduFailure(2, "param error: empty file") }
             if size > tier.maxFileSize { throw BaiduFailure(31365, "file is too large") }
             // An overwrite (rtype 3) frees the replaced file's bytes.
             let replaced = rtype == 3 ? (try await store.file(at: path)).map { $0.isDir ? 0 : $0.size } ?? 0 : 0
@@ -65,20 +69,25 @@ extension Emulator {
     }
 
     /// An open upload that is known and not past the uploadid lifetime.
-    private func liveUpload(_ id: String?) async throws -> UploadRecord {
+    private func liveUpload(_ id: String?, forPart: Bool = false) async throws -> UploadRecord {
         guard let id, !id.isEmpty, let upload = try await store.upload(id) else {
             throw BaiduFailure(31355, "uploadid not found")
         }
-        if upload.created + options.uploadIDLifetime < now() { throw BaiduFailure(31363, "upload state expired") }
+        if upload.created + options.uploadIDLifetime < now() {
+            // The real superfile2 says it this way, spelling included (DESIGN.md research).
+            if forPart && options.profile.expiredUploadAnswers31299 { throw BaiduFailure(31299, "Expried Time Not Match") }
+            throw BaiduFailure(31363, "upload state expired")
+        }
         return upload
     }
 
     func superfile2(_ call: Call) async throws -> Response {
         guard call.isPost else { throw BaiduFailure(31023, "superfile2 needs POST") }
-        guard let partseq = call.query.int("partseq"), (0..<Tier.maxParts).contains(partseq) else {
+        guard let partseq = call.query.int("partseq"), partseq >= 0 else {
             throw BaiduFailure(31023, "partseq missing or out of range")
         }
-        let upload = try await liveUpload(call.query["uploadid"])
+        if partseq >= options.profile.maxParts { throw BaiduFailure(31299, "Invalid param keylist") }
+        let upload = try await liveUpload(call.query["uploadid"], forPart: true)
         if let path = call.query["path"], (try? RemotePath.normalize(path)) != upload.path {
             throw BaiduFailure(31355, "uploadid does not belong to this path")
         }
@@ -133,6 +142,7 @@ extension Emulator {
             throw BaiduFailure(2, "block_list missing or invalid")
         }
         let blocks = blockList.map { $0.lowercased() }
+        if size == 0 && options.profile.refuseEmptyFiles { throw BaiduFailure(2, "param error: empty file") }
         if size > tier.maxFileSize { throw BaiduFailure(31365, "file is too large") }
         let isEmptyFile = size == 0 && blocks == [KnownMD5.empty]
 
@@ -141,6 +151,9 @@ extension Emulator {
                 return created(try await store.place(
                     NewFile(path: path, isDir: false, contentMD5: KnownMD5.empty, localCtime: localCtime, localMtime: localMtime),
                     rtype: rtype, quota: options.quota))
+            }
+            if options.profile.rapidCreateUnavailable {
+                throw BaiduFailure(31500, "rapid upload through create is not available")
             }
             // Rapid upload: one content MD5 of content the server already holds.
             guard blocks.count == 1, let hit = try await findContent(md5: blocks[0], size: size, sliceMD5: nil) else {
@@ -154,7 +167,7 @@ extension Emulator {
 
         let upload = try await liveUpload(uploadID)
         if upload.path != path { throw BaiduFailure(10, "create path differs from the precreate path") }
-        if let declared = upload.size, declared != size { throw BaiduFailure(10, "size differs from precreate") }
+        if let declared = upload.size, declared != size, options.profile.createMustRepeatPrecreateSize { throw BaiduFailure(10, "size differs from precreate") }
         let parts = try await store.parts(of: uploadID)
         if isEmptyFile && parts.isEmpty {
             let record = try await store.commitUpload(uploadID, file: NewFile(

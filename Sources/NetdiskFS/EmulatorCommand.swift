@@ -45,9 +45,63 @@ public struct EmulatorCommand: AsyncParsableCommand {
     @Option(help: "dlink lifetime in seconds (older links get errno 31360).")
     var dlinkLifetime: Double = 8 * 3_600
 
+    @Option(help: "Which reading of Baidu's uncertain behaviour to emulate: default (as first specified) or documented (the strict reading of every point in DESIGN.md's research). The flags below override single knobs.")
+    var profile: String = "default"
+
+    @Option(help: ArgumentHelp("Whether /api/precreate and /api/create accept an OAuth token (documented: false, errno -6).", valueName: "bool"))
+    var webApiAcceptsOauth: Bool?
+
+    @Option(help: ArgumentHelp("Whether xpan precreate with a size accepts placeholder (empty) block_list entries (documented: true).", valueName: "bool"))
+    var xpanAcceptsPlaceholderBlocks: Bool?
+
+    @Option(help: ArgumentHelp("Whether create must repeat the size precreate was given, errno 10 otherwise (default: true, documented: false).", valueName: "bool"))
+    var createMustRepeatPrecreateSize: Bool?
+
+    @Option(help: ArgumentHelp("Whether 0-byte uploads are refused with errno 2 (documented: true).", valueName: "bool"))
+    var refuseEmptyFiles: Bool?
+
+    @Option(help: "Most parts per upload (default 2048, documented 1024).")
+    var maxParts: Int?
+
+    @Option(help: ArgumentHelp("Whether rapid upload through create answers 31500 (documented: true).", valueName: "bool"))
+    var rapidCreateUnavailable: Bool?
+
+    @Option(help: ArgumentHelp("Whether superfile2 answers an expired uploadid with 31299 \"Expried Time Not Match\" (documented: true).", valueName: "bool"))
+    var expiredUploadAnswers31299: Bool?
+
+    @Option(help: "Download connections a normal account may hold at once; one more answers 31034 (0: no limit; documented: 1).")
+    var normalAccountDownloadConnections: Int?
+
+    @Option(help: ArgumentHelp("Whether request_id comes as a float like 1.8e+17 (documented: true).", valueName: "bool"))
+    var requestIdAsFloat: Bool?
+
     public init() {}
 
+    /// The named profile with this command's knob flags applied.
+    func resolvedProfile() throws -> EmulatorProfile {
+        guard var resolved = EmulatorProfile.named(profile) else {
+            throw ValidationError("--profile must be one of: \(EmulatorProfile.names.joined(separator: ", "))")
+        }
+        if let webApiAcceptsOauth { resolved.webAPIAcceptsOAuth = webApiAcceptsOauth }
+        if let xpanAcceptsPlaceholderBlocks { resolved.xpanAcceptsPlaceholderBlocks = xpanAcceptsPlaceholderBlocks }
+        if let createMustRepeatPrecreateSize { resolved.createMustRepeatPrecreateSize = createMustRepeatPrecreateSize }
+        if let refuseEmptyFiles { resolved.refuseEmptyFiles = refuseEmptyFiles }
+        if let maxParts {
+            guard maxParts > 0 else { throw ValidationError("--max-parts must be positive") }
+            resolved.maxParts = maxParts
+        }
+        if let rapidCreateUnavailable { resolved.rapidCreateUnavailable = rapidCreateUnavailable }
+        if let expiredUploadAnswers31299 { resolved.expiredUploadAnswers31299 = expiredUploadAnswers31299 }
+        if let normalAccountDownloadConnections {
+            guard normalAccountDownloadConnections >= 0 else { throw ValidationError("--normal-account-download-connections must be ≥ 0") }
+            resolved.normalAccountDownloadConnections = normalAccountDownloadConnections
+        }
+        if let requestIdAsFloat { resolved.requestIDAsFloat = requestIdAsFloat }
+        return resolved
+    }
+
     public func validate() throws {
+        _ = try resolvedProfile()
         guard (0...2).contains(vipType) else { throw ValidationError("--vip-type must be 0, 1 or 2") }
         guard quota > 0 else { throw ValidationError("--quota must be positive") }
         guard Self.parseListen(listen) != nil else { throw ValidationError("--listen must be HOST:PORT") }
@@ -71,6 +125,7 @@ public struct EmulatorCommand: AsyncParsableCommand {
         options.accessTokenLifetime = tokenLifetime
         options.uploadIDLifetime = uploadidLifetime
         options.dlinkLifetime = dlinkLifetime
+        options.profile = try resolvedProfile()
         let server = try await EmulatorServer.start(options)
         // Written straight to fd 1 so the line is out before anyone reads it, whatever stdout buffering is.
         FileHandle.standardOutput.write(Data("netdiskfs emulator listening on \(server.baseURL)\n".utf8))

@@ -195,6 +195,8 @@ enum Subprocess {
             process.arguments = arguments
             var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("NETDISKFS_") }
             environment["XDG_CONFIG_HOME"] = "/nonexistent-netdiskfs-xdg"
+            // What commands learn about an account (the streaming strategy) stays out of the user's home.
+            environment["XDG_STATE_HOME"] = NSTemporaryDirectory() + "netdiskfs-cli-tests-state"
             process.environment = environment
             let out = Pipe(), err = Pipe()
             process.standardOutput = out
@@ -225,16 +227,16 @@ final class EmulatorProcess: @unchecked Sendable {
     }
 
     /// Starts the child and reads its first line on a dedicated thread (the read blocks).
-    static func start() async throws -> EmulatorProcess {
+    static func start(_ extra: [String] = []) async throws -> EmulatorProcess {
         try await BlockingIO.run { () -> Swift.Result<EmulatorProcess, NetdiskError> in
-            do { return .success(try startBlocking()) } catch { return .failure(.localIO("\(error)")) }
+            do { return .success(try startBlocking(extra)) } catch { return .failure(.localIO("\(error)")) }
         }
     }
 
-    private static func startBlocking() throws -> EmulatorProcess {
+    private static func startBlocking(_ extra: [String]) throws -> EmulatorProcess {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Binary.netdiskfs)
-        process.arguments = ["emulator", "--listen", "127.0.0.1:0"]
+        process.arguments = ["emulator", "--listen", "127.0.0.1:0"] + extra
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice

@@ -432,8 +432,9 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
         try await inner.precreate(path: path, size: size, blockList: blockList, contentMD5: contentMD5, sliceMD5: sliceMD5,
                                   localMtime: localMtime, policy: policy)
     }
-    func precreateStreaming(path: String, policy: ConflictPolicy) async throws(NetdiskError) -> String {
-        try await inner.precreateStreaming(path: path, policy: policy)
+    func precreateStreaming(path: String, strategy: StreamingStrategy, provisionalSize: Int64,
+                            policy: ConflictPolicy) async throws(NetdiskError) -> String {
+        try await inner.precreateStreaming(path: path, strategy: strategy, provisionalSize: provisionalSize, policy: policy)
     }
     func uploadPart(path: String, uploadID: String, partseq: Int, bytes: PartBytes) async throws(NetdiskError) -> String {
         // Wait on a dedicated thread so the cooperative pool stays free.

@@ -64,12 +64,22 @@ final class FakeNetdisk: NetdiskAPI, @unchecked Sendable {
     func precreate(path: String, size: Int64, blockList: [String], contentMD5: String?, sliceMD5: String?,
                    localMtime: Int64?, policy: ConflictPolicy) async throws(NetdiskError) -> PrecreateResult {
         withLock {
+            // Rapid upload as xpan does it: precreate with content-md5 of content already held (return_type 2).
+            if let contentMD5, size > 0,
+               let match = files.values.first(where: { $0.count == size && $0.withUnsafeBytes { MD5Hasher.hex(of: $0) } == contentMD5 }) {
+                rapidHits += 1
+                files[path] = match
+                let e = entry(path, size: size)
+                entries[path] = e
+                return PrecreateResult(uploadID: nil, missingParts: [], rapidHit: e)
+            }
             let id = "up-\(UUID().uuidString)"
             uploads[id] = (path, [:])
             return PrecreateResult(uploadID: id, missingParts: Array(0..<blockList.count), rapidHit: nil)
         }
     }
-    func precreateStreaming(path: String, policy: ConflictPolicy) async throws(NetdiskError) -> String {
+    func precreateStreaming(path: String, strategy: StreamingStrategy, provisionalSize: Int64,
+                            policy: ConflictPolicy) async throws(NetdiskError) -> String {
         try withLock { () throws(NetdiskError) -> String in
             streamingPrecreates += 1
             if faults.refuseStreamingPrecreate { throw .badParameter(code: 2, message: "size required") }

@@ -155,6 +155,12 @@ final class MountFixture: @unchecked Sendable {
         }
         var options = emulatorOptions
         options.dataDirectory = directory.appendingPathComponent("emulator").path
+        // `NETDISKFS_TEST_PROFILE=documented scripts/test`: the whole mount suite against the strict
+        // reading of Baidu (a test that picked a profile itself keeps it).
+        if options.profile == .default, let name = ProcessInfo.processInfo.environment["NETDISKFS_TEST_PROFILE"] {
+            guard let profile = EmulatorProfile.named(name) else { throw TestFailure.message("unknown NETDISKFS_TEST_PROFILE \(name)") }
+            options.profile = profile
+        }
         let emulator = try await EmulatorServer.start(options)
         var environment = ProcessInfo.processInfo.environment
         environment["XDG_CONFIG_HOME"] = directory.appendingPathComponent("config").path

@@ -30,11 +30,11 @@ public struct GetCommand: AsyncParsableCommand {
     @Argument(help: ArgumentHelp("Local path, or '-' for standard output.", valueName: "dst"))
     var destination: String
 
-    @Option(name: .long, help: "Concurrent ranged requests.")
-    var connections: Int = 4
+    @Option(name: .long, help: "Concurrent ranged requests (default: 1 on a normal account, which Baidu throttles for more; 4 VIP; 8 SVIP).")
+    var connections: Int?
 
-    @Option(name: .long, help: ArgumentHelp("Bytes per ranged request, e.g. 4M.", valueName: "size"))
-    var chunkSize: ByteCount = ByteCount(argument: "4M")!
+    @Option(name: .long, help: ArgumentHelp("Bytes per ranged request, e.g. 4M (default: 16M with one connection, else 4M).", valueName: "size"))
+    var chunkSize: ByteCount?
 
     @Flag(name: .long, help: "No progress bar, only the summary line.")
     var quiet = false
@@ -42,7 +42,7 @@ public struct GetCommand: AsyncParsableCommand {
     public init() {}
 
     public func validate() throws {
-        guard (1...32).contains(connections) else { throw ValidationError("--connections must be between 1 and 32") }
+        guard (1...32).contains(connections ?? 1) else { throw ValidationError("--connections must be between 1 and 32") }
     }
 
     public func run() async throws {
@@ -55,7 +55,12 @@ public struct GetCommand: AsyncParsableCommand {
             if entry.isDirectory { throw CommandError("\(remote) is a directory") }
             let reporter = TransferReporter(label: "get \(remote)", quiet: quiet)
             let counters = ProgressCounters(mode: .streaming, observer: { reporter.update($0) })
-            let download = RangedDownload(api: client, connections: connections, chunkSize: chunkSize.bytes, logger: logger)
+            var connections = self.connections ?? 1
+            if self.connections == nil { connections = try await client.accountInfo().tier.defaultDownloadConnections }
+            await client.downloadSlots.setLimit(connections)
+            // One connection pays one round trip per request: fewer, larger requests keep it busy.
+            let chunk = chunkSize?.bytes ?? (connections == 1 ? 16 << 20 : 4 << 20)
+            let download = RangedDownload(api: client, connections: connections, chunkSize: chunk, logger: logger)
             if destination == "-" {
                 try await runOnDedicatedThread(name: "netdiskfs.get") { () throws(NetdiskError) in
                     try download.run(entry, into: StreamSink(fd: STDOUT_FILENO), progress: counters)

@@ -18,6 +18,8 @@ struct MountBackend: Sendable {
         var root: String?
         var cacheDirectory: String?
         var maxMemory: Int?
+        /// nil: the tier's default (1 for a normal account).
+        var downloadConnections: Int?
     }
 
     /// The default global write-buffer budget: one streaming file uses up to slice × (threads +
@@ -31,6 +33,8 @@ struct MountBackend: Sendable {
     let emulatorURL: String?
     /// The account (its `uk`): the metadata overlay is kept per account.
     let account: AccountInfo
+    /// Download connections the account holds at once (account-wide, in the client).
+    let downloadConnections: Int
     let shutdown: @Sendable () async -> Void
 
     static func make(options: Options, logger: Logger) async throws -> MountBackend {
@@ -58,20 +62,26 @@ struct MountBackend: Sendable {
         do {
             let account = try await client.accountInfo()
             logger.info("account \(account.name.isEmpty ? "(unnamed)" : account.name), \(account.tier.displayName)")
+            let connections = options.downloadConnections ?? account.tier.defaultDownloadConnections
+            await client.downloadSlots.setLimit(connections)
             let root = RemotePath(root: options.root ?? settings.remoteRoot).root
+            warnOutsideAppFolder(root, logger: logger, isEmulator: options.emulator || options.emulatorURL != nil)
             try await ensureDirectory(root, client: client)
             var engine = EngineOptions.forTier(account.tier, sliceSize: sliceSize(for: account.tier), threads: 4,
                                                cacheDirectory: options.cacheDirectory ?? EngineOptions.defaultCacheDirectory())
             engine.conflictPolicy = .overwrite
+            let staging = engine.stagingDirectory(for: RemotePath.join(root, "file"))
+            engine.streaming = StreamingStrategies(
+                probe: StreamingStrategyProbe(api: client, scratchDirectory: staging),
+                store: StreamingStrategyStore.forAccount(uk: account.uk, endpoint: client.endpoints.api), logger: logger)
             // What a killed mount or put left behind: cache files and staging files nobody owns.
             CacheSweeper.sweep(cacheDirectory: engine.cacheDirectory, logger: logger)
-            await StagingSweeper.sweep(api: client, directory: engine.stagingDirectory(for: RemotePath.join(root, "file")),
-                                       logger: logger)
+            await StagingSweeper.sweep(api: client, directory: staging, logger: logger)
             let writers = EngineWriteSessionFactory(api: client, options: engine, maxMemory: options.maxMemory ?? defaultMaxMemory,
                                                     logger: logger)
             let emulator = server
             return MountBackend(api: client, writers: writers, remoteRoot: root, emulatorURL: server?.baseURL ?? options.emulatorURL,
-                                account: account) {
+                                account: account, downloadConnections: connections) {
                 await emulator?.shutdown()
             }
         } catch {
@@ -87,6 +97,14 @@ struct MountBackend: Sendable {
         var slice = BaiduProtocol.minFirstPartSize
         while Int64(slice) * Int64(BaiduProtocol.maxParts) < tier.maxFileSize && slice < tier.maxSliceSize { slice *= 2 }
         return slice
+    }
+
+    /// Baidu lets most app keys upload only under the user's own `/apps/<app name>` (31064 elsewhere);
+    /// listing, reading, moving and deleting are not limited. Say so before the first upload fails.
+    static func warnOutsideAppFolder(_ root: String, logger: Logger, isEmulator: Bool) {
+        let components = root.split(separator: "/")
+        guard !isEmulator, components.count < 2 || components[0] != "apps" else { return }
+        logger.warning("remote root \(root) is outside /apps/<app name>: Baidu usually refuses uploads there (errno 31064); reading works. Use --root /apps/<your app name>/... to write")
     }
 
     /// The mount's root must exist (Baidu apps start with an empty /apps/<name>).

@@ -60,6 +60,9 @@ public struct MountCommand: AsyncParsableCommand {
     @Option(help: "Global write-buffer budget shared by all files being written, e.g. 48M or 1G (default: 48M). Writers wait past it; they do not fail.")
     var maxMemory: String?
 
+    @Option(help: "Download connections the account holds at once, across all readers (default: 1 on a normal account, which Baidu throttles for more; 4 VIP; 8 SVIP).")
+    var downloadConnections: Int?
+
     @Option(help: "Directory for the cached (out-of-order write) path's sparse files.")
     var cacheDir: String?
 
@@ -72,6 +75,12 @@ public struct MountCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     public init() {}
+
+    public func validate() throws {
+        if let downloadConnections, !(1...32).contains(downloadConnections) {
+            throw ValidationError("--download-connections must be between 1 and 32")
+        }
+    }
 
     static let readyFDVariable = "NETDISKFS_READY_FD"
 
@@ -105,6 +114,7 @@ public struct MountCommand: AsyncParsableCommand {
         fsOptions.root = backend.remoteRoot
         fsOptions.readOnly = readOnly
         fsOptions.dirCacheTTL = .milliseconds(Int64(dirCacheTTL * 1000))
+        fsOptions.downloadConnections = backend.downloadConnections
         // mtime, mode, owner: what Baidu cannot store, per account, under $XDG_STATE_HOME/netdiskfs.
         let overlayPath = StateDirectory.url().appendingPathComponent("overlay-\(backend.account.uk).sqlite").path
         let overlay: MetadataOverlay
@@ -166,6 +176,7 @@ public struct MountCommand: AsyncParsableCommand {
         options.root = root
         options.cacheDirectory = cacheDir
         options.maxMemory = maxMemory.flatMap(Self.parseSize)
+        options.downloadConnections = downloadConnections
         return options
     }
 

@@ -61,7 +61,8 @@ public struct PutCommand: AsyncParsableCommand {
             let settings = try global.settings()
             let client = try global.makeClient()
             let logger = global.logger(label: "netdiskfs.put")
-            let tier = try await client.accountInfo().tier
+            let account = try await client.accountInfo()
+            let tier = account.tier
             if let chunk = chunkSize?.bytes, chunk > tier.maxSliceSize {
                 throw CommandError("--chunk-size \(chunk) exceeds the \(tier.displayName) account's slice size \(tier.maxSliceSize)")
             }
@@ -79,6 +80,9 @@ public struct PutCommand: AsyncParsableCommand {
             // What a killed mount or put left behind: staging files and cache files nobody owns.
             CacheSweeper.sweep(cacheDirectory: options.cacheDirectory, logger: logger)
             await StagingSweeper.sweep(api: client, directory: options.stagingDirectory(for: remote), logger: logger)
+            options.streaming = StreamingStrategies(
+                probe: StreamingStrategyProbe(api: client, scratchDirectory: options.stagingDirectory(for: remote)),
+                store: StreamingStrategyStore.forAccount(uk: account.uk, endpoint: client.endpoints.api), logger: logger)
             let reporter = TransferReporter(label: "put \(source == "-" ? "stdin" : sourceName) → \(remote)", quiet: quiet)
             if source == "-" {
                 try await streamStandardInput(to: remote, client: client, options: options, reporter: reporter, logger: logger)

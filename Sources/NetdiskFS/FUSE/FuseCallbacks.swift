@@ -157,7 +157,7 @@ enum FuseCallbacks {
         }
         ops.listxattr = { path, list, size in
             FuseCallbacks.run("listxattr", path) { fs, path in
-                let bytes = try fs.extendedAttributeNames(path).flatMap { Array($0.utf8) + [0] }
+                let bytes = try fs.extendedAttributeNames(path).reduce(into: [UInt8]()) { $0 += Array($1.utf8) + [0] }
                 if size == 0 { return Int32(bytes.count) }
                 guard bytes.count <= size, let list else { return -ERANGE }
                 if !bytes.isEmpty {

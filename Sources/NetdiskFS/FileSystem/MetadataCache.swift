@@ -35,7 +35,12 @@ final class MetadataCache: Sendable {
     private let state = Mutex(State())
     private let clock = ContinuousClock()
 
-    init(api: any NetdiskAPI, ttl: Duration, negativeTTL: Duration = .seconds(5), overlayTTL: Duration = .seconds(60)) {
+    /// Entries the cloud does not hold but the mount shows (empty files it refused), per directory.
+    private let localEntries: @Sendable (String) -> [RemoteEntry]
+
+    init(api: any NetdiskAPI, ttl: Duration, negativeTTL: Duration = .seconds(5), overlayTTL: Duration = .seconds(60),
+         localEntries: @escaping @Sendable (String) -> [RemoteEntry] = { _ in [] }) {
+        self.localEntries = localEntries
         self.api = api
         self.ttl = ttl
         self.negativeTTL = negativeTTL
@@ -75,8 +80,17 @@ final class MetadataCache: Sendable {
         return try entry(at: path)
     }
 
-    /// The listing of a remote directory (cached, or fetched page by page).
+    /// The listing of a remote directory (cached, or fetched page by page), with the entries kept
+    /// locally that the cloud does not have.
     func listing(of directory: String) throws(NetdiskError) -> Listing {
+        var listing = try cloudListing(of: directory)
+        for entry in localEntries(directory) where listing.entries[entry.name] == nil {
+            listing.entries[entry.name] = entry
+        }
+        return listing
+    }
+
+    private func cloudListing(of directory: String) throws(NetdiskError) -> Listing {
         let now = clock.now
         enum Plan { case cached(Listing), wait(InflightFetch), fetch(InflightFetch) }
         let plan = state.withLock { state -> Plan in

@@ -23,7 +23,13 @@ public struct OverlayAttributes: Sendable, Equatable {
         self.size = size
     }
 
-    var isEmpty: Bool { mtime == nil && mode == nil && uid == nil && gid == nil && linkTarget == nil }
+    var isEmpty: Bool {
+        fsID != Self.localFileID && mtime == nil && mode == nil && uid == nil && gid == nil && linkTarget == nil
+    }
+
+    /// The fs_id of an empty file the cloud refused and the overlay keeps (no remote file has it).
+    public static let localFileID = UInt64.max
+    var isLocalFile: Bool { fsID == Self.localFileID }
 
     func applies(to entry: RemoteEntry) -> Bool {
         fsID != 0 && fsID == entry.fsID && (entry.isDirectory || size == entry.size)
@@ -57,6 +63,8 @@ public final class MetadataOverlay: @unchecked Sendable {
         var entries: [String: OverlayAttributes] = [:]
         /// Paths changed since the last flush (written, or deleted when absent from `entries`).
         var dirty: Set<String> = []
+        /// Whether any entry is a local empty file (listings skip the scan when none ever was).
+        var hasLocalFiles = false
     }
 
     /// An overlay kept in memory only (tests, or when the database cannot be opened).
@@ -97,7 +105,10 @@ public final class MetadataOverlay: @unchecked Sendable {
             }
             return loaded
         }
-        state.withLock { $0.entries = loaded }
+        state.withLock {
+            $0.entries = loaded
+            $0.hasLocalFiles = loaded.values.contains { $0.isLocalFile }
+        }
         self.queue = queue
         logger.debug("metadata overlay \(path): \(loaded.count) entries")
     }
@@ -123,6 +134,44 @@ public final class MetadataOverlay: @unchecked Sendable {
     }
 
     public var count: Int { state.withLock { $0.entries.count } }
+
+    // MARK: empty files the cloud refused
+
+    /// Keeps an empty file at `path` here, because the account refuses 0-byte uploads: the mount
+    /// lists it, reads it as empty and renames and deletes it locally, until it gets content.
+    func keepLocalFile(_ path: String, mtime: timespec) -> RemoteEntry {
+        state.withLock { state in
+            var attributes = state.entries[path] ?? OverlayAttributes(fsID: 0, size: 0)
+            attributes.fsID = OverlayAttributes.localFileID
+            attributes.size = 0
+            attributes.linkTarget = nil
+            if attributes.mtime == nil { attributes.mtime = mtime }
+            state.entries[path] = attributes
+            state.dirty.insert(path)
+            state.hasLocalFiles = true
+        }
+        return Self.localEntry(path, mtime: mtime)
+    }
+
+    func isLocalFile(_ path: String) -> Bool {
+        state.withLock { $0.entries[path]?.isLocalFile == true }
+    }
+
+    /// The empty files kept here in `directory`, as entries for its listing.
+    func localFiles(in directory: String) -> [RemoteEntry] {
+        state.withLock { state -> [RemoteEntry] in
+            guard state.hasLocalFiles else { return [] }
+            return state.entries.compactMap { path, attributes -> RemoteEntry? in
+                guard attributes.isLocalFile, RemotePath.split(path).parent == directory else { return nil }
+                return Self.localEntry(path, mtime: attributes.mtime ?? timespec(tv_sec: 0, tv_nsec: 0))
+            }
+        }
+    }
+
+    static func localEntry(_ path: String, mtime: timespec) -> RemoteEntry {
+        RemoteEntry(fsID: OverlayAttributes.localFileID, path: path, name: RemotePath.split(path).name, size: 0,
+                    isDirectory: false, serverMtime: Int64(mtime.tv_sec), localMtime: Int64(mtime.tv_sec))
+    }
 
     /// The overlay of `path` if it still describes `entry`. A stale one is forgotten when
     /// `forgetStale` (not while a commit through the mount may be about to bind it).

@@ -71,7 +71,12 @@ extension NetdiskFileSystem {
             logger.info("rename \(source) -> \(target): the file being written at \(target) was replaced; nothing of it is committed")
         }
 
-        if let entry {
+        if let entry, entry.fsID == OverlayAttributes.localFileID {
+            // An empty file kept locally (the cloud refused it): it moves in the overlay below, and
+            // replaces what the cloud holds at the target.
+            if let existing, !existing.isDirectory, existing.fsID != OverlayAttributes.localFileID { try delete(target) }
+            metadata.didRename(from: source, to: target, entry: entry)
+        } else if let entry {
             let (directory, name) = RemotePath.split(target)
             let api = self.api
             try Blocking.await { () async throws(NetdiskError) in

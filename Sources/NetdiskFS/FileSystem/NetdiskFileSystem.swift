@@ -14,6 +14,9 @@ public final class NetdiskFileSystem: Sendable {
         public var readOnly = false
         public var dirCacheTTL: Duration = .seconds(30)
         public var readAheadLimit = 64 << 20
+        /// Download connections the account may hold at once (1 for a normal account): read-ahead
+        /// keeps at most this many windows in flight, and makes them larger when it is one.
+        public var downloadConnections = 3
         public init() {}
     }
 
@@ -33,19 +36,29 @@ public final class NetdiskFileSystem: Sendable {
 
     /// What Baidu cannot store (mtime, mode, owner), kept locally.
     let overlay: MetadataOverlay
+    let readAheadTuning: RemoteFileReader.Tuning
+    /// Whether the log has said once that empty files are kept locally.
+    let emptyFileNotice = Mutex(false)
     /// Who owns what the overlay says nothing about: the user who mounted.
     let defaultOwner = (uid: UInt32(getuid()), gid: UInt32(getgid()))
 
     public init(api: any NetdiskAPI, writers: any WriteSessionFactory, options: Options,
                 overlay: MetadataOverlay? = nil, logger: Logger) {
         self.api = api
-        self.overlay = overlay ?? MetadataOverlay(logger: logger)
+        let overlay = overlay ?? MetadataOverlay(logger: logger)
+        self.overlay = overlay
         self.writers = writers
         self.options = options
         self.paths = RemotePath(root: options.root)
-        self.metadata = MetadataCache(api: api, ttl: options.dirCacheTTL)
+        self.metadata = MetadataCache(api: api, ttl: options.dirCacheTTL,
+                                      localEntries: { directory in overlay.localFiles(in: directory) })
         self.links = DownloadLinkCache(api: api)
         self.readBudget = ReadAheadBudget(limit: options.readAheadLimit)
+        var tuning = RemoteFileReader.Tuning()
+        tuning.prefetchDepth = max(1, min(3, options.downloadConnections))
+        // One connection: each window is one request and one round trip, so fewer, larger ones.
+        if options.downloadConnections == 1 { tuning.maxWindow = 32 << 20 }
+        self.readAheadTuning = tuning
         self.logger = logger
     }
 
@@ -114,6 +127,13 @@ public final class NetdiskFileSystem: Sendable {
     /// Deletes in the cloud; `directory` also forgets the overlay of everything below it.
     func delete(_ remote: String, directory: Bool = false) throws {
         let api = self.api
+        if !directory && overlay.isLocalFile(remote) {
+            // An empty file the cloud refused lives only here.
+            overlay.remove(remote)
+            metadata.didRemove(remote)
+            logger.info("delete \(remote) (kept locally)")
+            return
+        }
         try Blocking.await { () async throws(NetdiskError) in try await api.delete(paths: [remote]) }
         metadata.didRemove(remote)
         overlay.remove(remote, subtree: directory)
@@ -195,7 +215,7 @@ public final class NetdiskFileSystem: Sendable {
     }
 
     private func makeReader(_ entry: RemoteEntry) -> RemoteFileReader {
-        RemoteFileReader(entry: entry, links: links, budget: readBudget)
+        RemoteFileReader(entry: entry, links: links, budget: readBudget, tuning: readAheadTuning)
     }
 
     private func makeWriter(_ remote: String, mode: WriteMode) throws -> PathWriter {
@@ -307,7 +327,9 @@ public final class NetdiskFileSystem: Sendable {
         let mode = writer.session.modeName
         do {
             // Recorded under the writer's commit lock, so a rename sees the commit and its listing together.
-            guard let entry = try writer.commit(onlyIfWritten: onlyIfWritten, onCommitted: { entry, uploaded in
+            guard let entry = try writer.commit(onlyIfWritten: onlyIfWritten, keepEmptyLocally: { path, error in
+                try keepEmptyLocally(path, refused: error)
+            }, onCommitted: { entry, uploaded in
                 // The overlay first: a getattr between the two must not find the new entry and a
                 // pending overlay that does not match it yet.
                 overlay.bind(entry.path, to: entry, keepMtime: !uploaded || writer.explicitMtime != nil)
@@ -323,6 +345,25 @@ public final class NetdiskFileSystem: Sendable {
         } catch {
             throw UploadFailure.wrap(error)
         }
+    }
+
+    /// The account refused an empty file: keep it in the overlay instead, so a `touch` is never lost.
+    /// What the cloud held at that path is deleted first: the file was truncated, and its old
+    /// content must not come back.
+    private func keepEmptyLocally(_ path: String, refused error: NetdiskError) throws -> RemoteEntry {
+        if let existing = try metadata.entry(at: path), !existing.isDirectory, existing.fsID != OverlayAttributes.localFileID {
+            let api = self.api
+            try Blocking.await { () async throws(NetdiskError) in try await api.delete(paths: [path]) }
+        }
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        let entry = overlay.keepLocalFile(path, mtime: now)
+        if emptyFileNotice.withLock({ seen in defer { seen = true }; return !seen }) {
+            logger.warning("\(error): \(path) and every later empty file are kept in the local metadata overlay and shown by this mount only, until they get content")
+        } else {
+            logger.info("\(path) is empty and kept locally")
+        }
+        return entry
     }
 
     /// Aborts every upload still open (the mount is going away): nothing half-written is committed.

@@ -152,7 +152,9 @@ final class PathWriter: @unchecked Sendable {
     /// `onCommitted(entry, uploaded)` runs under the commit lock before the commit is published to
     /// getattr, so whoever waits on the lock, or looks, sees it recorded. A writer closed without a
     /// change (`touch` of an existing file) keeps the version it started from: `uploaded` is false.
-    func commit(onlyIfWritten: Bool = false, onCommitted: (RemoteEntry, Bool) -> Void = { _, _ in }) throws -> RemoteEntry? {
+    func commit(onlyIfWritten: Bool = false,
+                keepEmptyLocally: (String, NetdiskError) throws -> RemoteEntry = { _, error in throw error },
+                onCommitted: (RemoteEntry, Bool) -> Void = { _, _ in }) throws -> RemoteEntry? {
         try operationLock.withLock {
             try commitLock.withLock {
                 let (session, isPending, done, hasWrites, unchanged) = stateLock.withLock {
@@ -176,7 +178,13 @@ final class PathWriter: @unchecked Sendable {
                 }
                 // Renames retarget under the commit lock, so the path cannot move during finish.
                 session.setLocalMtime(stateLock.withLock { explicit.map { Int64($0.tv_sec) } ?? modified })
-                let entry = try session.finish()
+                let entry: RemoteEntry
+                do {
+                    entry = try session.finish()
+                } catch let error as NetdiskError {
+                    guard case .emptyFileRefused = error else { throw error }
+                    entry = try keepEmptyLocally(path, error)
+                }
                 onCommitted(entry, true)
                 stateLock.withLock {
                     committedEntry = entry

@@ -18,8 +18,10 @@ public protocol NetdiskAPI: Sendable {
     /// xpan precreate with the real size and block list (rapid upload and resume).
     func precreate(path: String, size: Int64, blockList: [String], contentMD5: String?, sliceMD5: String?,
                    localMtime: Int64?, policy: ConflictPolicy) async throws(NetdiskError) -> PrecreateResult
-    /// Web-API precreate for a stream of unknown size; returns the uploadid.
-    func precreateStreaming(path: String, policy: ConflictPolicy) async throws(NetdiskError) -> String
+    /// Opens the upload of a stream of unknown size the way `strategy` says; returns the uploadid.
+    /// `provisionalSize` is what strategy (a) declares (create later gives the true size).
+    func precreateStreaming(path: String, strategy: StreamingStrategy, provisionalSize: Int64,
+                            policy: ConflictPolicy) async throws(NetdiskError) -> String
     /// Uploads one part; returns the MD5 the server computed for it. Pins the upload host per uploadid.
     func uploadPart(path: String, uploadID: String, partseq: Int, bytes: PartBytes) async throws(NetdiskError) -> String
     /// Commits an upload: `blockList` is the per-part MD5s in partseq order.
@@ -46,6 +48,10 @@ public protocol NetdiskAPI: Sendable {
 }
 
 extension NetdiskAPI {
+    /// The web-API placeholder precreate, strategy (b).
+    public func precreateStreaming(path: String, policy: ConflictPolicy) async throws(NetdiskError) -> String {
+        try await precreateStreaming(path: path, strategy: .webPlaceholder, provisionalSize: 0, policy: policy)
+    }
     public func pinnedUploadHost(path: String, uploadID: String) async throws(NetdiskError) -> String? { nil }
     public func pinUploadHost(_ host: String, uploadID: String) async {}
     public func forgetUploadHost(uploadID: String) async {}

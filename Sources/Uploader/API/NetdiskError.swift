@@ -54,6 +54,8 @@ public enum NetdiskError: Error, Sendable, Equatable, CustomStringConvertible {
     case localIO(String)
     /// The operation was cancelled (unlink of a file being written, shutdown).
     case cancelled
+    /// The account refuses 0-byte files (xpan errno 2, OpenList #264): the mount keeps them locally.
+    case emptyFileRefused(code: Int)
 
     /// Decodes a Baidu `errno` (xpan) or `error_code` (pcs) into a typed error.
     public static func fromBaidu(code: Int, message: String = "") -> NetdiskError {
@@ -66,7 +68,16 @@ public enum NetdiskError: Error, Sendable, Equatable, CustomStringConvertible {
         case -10: return .quotaExceeded
         case 2, 31023: return .badParameter(code: code, message: message)
         case 10, 31190: return .createFailed(code: code)
-        case 31299: return .firstPartTooSmall
+        case 31299:
+            // One code, three meanings, told apart only by the text (DESIGN.md research): an expired
+            // uploadid on superfile2 ("Expried Time Not Match", Baidu's spelling), too many parts
+            // ("Invalid param keylist"), and a first part under 4 MiB.
+            let lowered = message.lowercased()
+            if lowered.contains("time not match") || lowered.contains("expried") || lowered.contains("expired") {
+                return .uploadExpired
+            }
+            if lowered.contains("keylist") { return .badParameter(code: code, message: message) }
+            return .firstPartTooSmall
         case 31355: return .unknownUploadID
         case 31363: return .uploadExpired
         case 31364: return .partTooLarge
@@ -103,6 +114,7 @@ public enum NetdiskError: Error, Sendable, Equatable, CustomStringConvertible {
         case .quotaExceeded: return ENOSPC
         case .fileTooLarge: return EFBIG
         case .cancelled: return ECANCELED
+        case .emptyFileRefused: return EIO
         case .badParameter, .createFailed, .firstPartTooSmall, .unknownUploadID, .uploadExpired,
              .partTooLarge, .badUserAgent, .dlinkExpired, .partChecksumMismatch, .server, .http,
              .transport, .protocolViolation, .localIO:
@@ -120,6 +132,7 @@ public enum NetdiskError: Error, Sendable, Equatable, CustomStringConvertible {
         case .notFound(let code): return "no such file or directory (errno \(code))"
         case .quotaExceeded: return "quota exceeded (errno -10)"
         case .badParameter(let code, let message): return "bad parameter (errno \(code)) \(message)"
+        case .emptyFileRefused(let code): return "Baidu refuses empty files on this account (errno \(code))"
         case .createFailed(let code): return "create failed: parts, block list or size disagree (errno \(code))"
         case .firstPartTooSmall: return "first part under 4 MiB (errno 31299)"
         case .unknownUploadID: return "unknown uploadid (errno 31355)"

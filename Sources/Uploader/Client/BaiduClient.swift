@@ -15,6 +15,10 @@ public final class BaiduClient: NetdiskAPI {
     private let transport: HTTPTransport
     private let logger: Logger
     private let uploads = UploadHostRegistry()
+    /// Download connections held at once, account-wide (set from the tier by the mount and `get`).
+    public let downloadSlots = DownloadSlots()
+    /// The account-wide pause on 31034.
+    public let frequencyControl: FrequencyControl
 
     public init(endpoints: Endpoints, oauth: OAuthClient, tokens: TokenManager,
                 transport: HTTPTransport = .shared, retryPolicy: RetryPolicy = RetryPolicy(),
@@ -25,6 +29,7 @@ public final class BaiduClient: NetdiskAPI {
         self.transport = transport
         self.retryPolicy = retryPolicy
         self.logger = logger
+        frequencyControl = FrequencyControl(logger: logger)
     }
 
     // MARK: - Account
@@ -103,6 +108,9 @@ public final class BaiduClient: NetdiskAPI {
 
     public func download(dlink: String, offset: Int64, length: Int) async throws(NetdiskError) -> [UInt8] {
         guard length > 0 else { return [] }
+        await downloadSlots.acquire()
+        let slots = downloadSlots
+        defer { Task { await slots.release() } }
         let response = try await execute("download") { token in
             let separator = dlink.contains("?") ? "&" : "?"
             return HTTPRequest(method: .get, url: dlink + separator + "access_token=" + FormEncoding.percentEncode(token),
@@ -154,16 +162,34 @@ public final class BaiduClient: NetdiskAPI {
         return PrecreateResult(uploadID: uploadID, missingParts: (answer.block_list ?? []).map(\.value), rapidHit: nil)
     }
 
-    public func precreateStreaming(path: String, policy: ConflictPolicy) async throws(NetdiskError) -> String {
-        let form: [(String, String)] = [("path", path), ("isdir", "0"), ("autoinit", "1"), ("rtype", String(policy.rawValue)),
-                                        ("block_list", Self.jsonList(BaiduProtocol.placeholderBlockList))]
-        let answer = try await call("precreate (streaming)", PrecreateAnswer.self) { token in
-            self.formPost(self.endpoints.api, "/api/precreate", query: [], token: token, form: form)
+    public func precreateStreaming(path: String, strategy: StreamingStrategy, provisionalSize: Int64,
+                                   policy: ConflictPolicy) async throws(NetdiskError) -> String {
+        let answer: PrecreateAnswer
+        switch strategy {
+        case .webPlaceholder:
+            let form: [(String, String)] = [("path", path), ("isdir", "0"), ("autoinit", "1"), ("rtype", String(policy.rawValue)),
+                                            ("block_list", Self.jsonList(BaiduProtocol.placeholderBlockList))]
+            // No refresh on a rejected token: the web API may want a cookie login whatever the token
+            // (errno -6), and a refresh would spend the single-use refresh token for nothing.
+            answer = try await call("precreate (web, streaming)", PrecreateAnswer.self, refreshOnRejectedToken: false) { token in
+                self.formPost(self.endpoints.api, "/api/precreate", query: [], token: token, form: form)
+            }
+        case .xpanProvisional:
+            // Duplicati's OAuth form: a size and one empty entry per declared part. The true size and
+            // the real MD5s come at create.
+            let form: [(String, String)] = [("path", path), ("size", String(max(1, provisionalSize))), ("isdir", "0"),
+                                            ("autoinit", "1"), ("rtype", String(policy.rawValue)),
+                                            ("block_list", Self.jsonList([""]))]
+            answer = try await call("precreate (xpan, streaming)", PrecreateAnswer.self) { token in
+                self.formPost(self.endpoints.api, "/rest/2.0/xpan/file", query: [("method", "precreate")], token: token, form: form)
+            }
+        case .none:
+            throw NetdiskError.protocolViolation("no streaming strategy: the cached path uploads this file")
         }
         guard let uploadID = answer.uploadid, !uploadID.isEmpty else {
             throw NetdiskError.protocolViolation("streaming precreate answered without uploadid")
         }
-        await uploads.markStreaming(uploadID)
+        if strategy == .webPlaceholder { await uploads.markStreaming(uploadID) }
         return uploadID
     }
 
@@ -205,7 +231,12 @@ public final class BaiduClient: NetdiskAPI {
         var candidates = (answer.servers ?? []).map(\.server)
         if let host = answer.host { candidates.append(host) }
         for candidate in candidates {
-            let url = candidate.contains("://") ? candidate : "https://" + candidate
+            // Uploads go over https only: an http:// host from locateupload is asked over https, unless
+            // it is loopback (the emulator).
+            var url = candidate.contains("://") ? candidate : "https://" + candidate
+            if url.lowercased().hasPrefix("http://"), let target = try? URLPolicy.parse(url), !URLPolicy.isLoopback(host: target.host) {
+                url = "https://" + url.dropFirst("http://".count)
+            }
             if (try? URLPolicy.check(url)) != nil {
                 logger.debug("uploadid \(uploadID) pinned to \(url)")
                 return url.hasSuffix("/") ? String(url.dropLast()) : url
@@ -283,7 +314,7 @@ public final class BaiduClient: NetdiskAPI {
     /// create-failed family when the one-entry block list does not match a stored file).
     static func meansContentUnknown(_ error: NetdiskError) -> Bool {
         switch error {
-        case .createFailed, .server(code: 31079, message: _), .uploadExpired: return true
+        case .createFailed, .server(code: 31079, message: _), .server(code: 31500, message: _), .uploadExpired: return true
         default: return false
         }
     }
@@ -374,12 +405,14 @@ public final class BaiduClient: NetdiskAPI {
     /// effect (the moved file, the created directory) and returns it as the answer: never a false
     /// EEXIST, ENOENT or EIO for something that was done.
     private func call<T: Decodable>(_ name: String, _ type: T.Type, alreadyDoneAfterRetry: ((NetdiskError) -> Bool)? = nil,
+                                    refreshOnRejectedToken: Bool = true,
                                     recover: (@Sendable (NetdiskError) async -> T?)? = nil,
                                     _ build: (String) -> HTTPRequest) async throws(NetdiskError) -> T {
         let attempts = AttemptLog()
         let response: HTTPResponse
         do throws(NetdiskError) {
-            response = try await execute(name, build, alreadyDoneAfterRetry: alreadyDoneAfterRetry, attempts: attempts) { response throws(NetdiskError) in
+            response = try await execute(name, build, alreadyDoneAfterRetry: alreadyDoneAfterRetry,
+                                         refreshOnRejectedToken: refreshOnRejectedToken, attempts: attempts) { response throws(NetdiskError) in
                 try ResponseDecoding.check(response)
             }
         } catch {
@@ -417,20 +450,24 @@ public final class BaiduClient: NetdiskAPI {
     /// `alreadyDoneAfterRetry` recognises the answer a retried call gets when its first attempt did reach the
     /// server before the connection failed (a delete retried after a reset finds nothing to delete).
     private func execute(_ name: String, _ build: (String) -> HTTPRequest,
-                         alreadyDoneAfterRetry: ((NetdiskError) -> Bool)? = nil, attempts: AttemptLog? = nil,
+                         alreadyDoneAfterRetry: ((NetdiskError) -> Bool)? = nil, refreshOnRejectedToken: Bool = true,
+                         attempts: AttemptLog? = nil,
                          accept: (HTTPResponse) throws(NetdiskError) -> Void) async throws(NetdiskError) -> HTTPResponse {
         var retries = 0
-        var refreshed = false
+        var refreshed = !refreshOnRejectedToken
         var refreshedToken: String?
         while true {
             let token: String
             if let refreshedToken { token = refreshedToken } else { token = try await tokens.accessToken() }
             refreshedToken = nil
+            await frequencyControl.waitTurn()
             do throws(NetdiskError) {
                 let response = try await transport.send(build(token), logger: logger)
                 try accept(response)
+                await frequencyControl.succeeded()
                 return response
             } catch {
+                if case .rateLimited(let code) = error { await frequencyControl.limited(code: code) }
                 if case .tokenInvalid = error, !refreshed {
                     refreshed = true
                     logger.debug("\(name): access token rejected (\(error)); refreshing once")

@@ -34,6 +34,17 @@ public struct CachedUpload: Sendable {
     /// Blocking; call from a dedicated thread. `identity` enables resume through the journal.
     public func upload(_ source: any RandomAccessSource, to remotePath: String, identity: SourceIdentity? = nil,
                        localMtime: Int64? = nil) throws(NetdiskError) -> RemoteEntry {
+        do throws(NetdiskError) {
+            return try uploadOnce(source, to: remotePath, identity: identity, localMtime: localMtime)
+        } catch {
+            // An empty file refused as a bad parameter: say what it is, so the mount can keep it.
+            if source.size == 0, case .badParameter(let code, _) = error { throw .emptyFileRefused(code: code) }
+            throw error
+        }
+    }
+
+    private func uploadOnce(_ source: any RandomAccessSource, to remotePath: String, identity: SourceIdentity?,
+                            localMtime: Int64?) throws(NetdiskError) -> RemoteEntry {
         progress.setTotal(source.size)
         progress.setMode(.cached)
         guard source.size <= options.effectiveMaxFileSize else { throw .fileTooLarge(limit: options.effectiveMaxFileSize) }
@@ -50,8 +61,9 @@ public struct CachedUpload: Sendable {
             progress.addHashed(source.size)
             progress.addAcknowledged(min(source.size, Int64(resumed.doneParts.count) * Int64(slice)))
         } else {
+            // Rapid upload is asked in the precreate below (content-md5 and slice-md5: return_type 2),
+            // the form that works on xpan; a rapid create costs a call and answers 31500 there.
             digest = try hash(source)
-            if source.size > 0, let hit = try tryRapid(digest, to: remotePath) { return hit }
         }
 
         var freshAttemptsLeft = 2
@@ -72,7 +84,9 @@ public struct CachedUpload: Sendable {
             }
             if let hit = result.rapidHit {
                 if let id = resumed?.id { journal?.remove(record: id) }
+                logger.info("rapid upload hit for \(remotePath): no parts sent")
                 progress.setMode(.rapid)
+                progress.addAcknowledged(digest.size)
                 return hit
             }
             guard let freshID = result.uploadID else { throw .protocolViolation("precreate returned no uploadid") }
@@ -172,29 +186,6 @@ public struct CachedUpload: Sendable {
             progress.addHashed(Int64(want))
         }
         return ContentDigest(size: source.size, contentMD5: content.finalizeHex(), sliceMD5: sliceMD5, blockList: blocks)
-    }
-
-    private func tryRapid(_ digest: ContentDigest, to remotePath: String) throws(NetdiskError) -> RemoteEntry? {
-        let api = self.api, policy = options.conflictPolicy
-        do throws(NetdiskError) {
-            let hit = try awaitBlocking { () async throws(NetdiskError) -> RemoteEntry? in
-                try await api.rapidUpload(path: remotePath, size: digest.size, contentMD5: digest.contentMD5,
-                                          sliceMD5: digest.sliceMD5, policy: policy)
-            }
-            if hit != nil {
-                logger.info("rapid upload hit for \(remotePath): no parts sent")
-                progress.setMode(.rapid)
-                progress.addAcknowledged(digest.size)
-            }
-            return hit
-        } catch {
-            switch error {
-            case .tokenInvalid, .notLoggedIn, .quotaExceeded, .invalidName, .alreadyExists: throw error
-            default:
-                logger.debug("rapid upload of \(remotePath) refused (\(error)); uploading")
-                return nil
-            }
-        }
     }
 
     private func uploadParts(_ parts: [Int], of source: any RandomAccessSource, digest: ContentDigest, to remotePath: String,

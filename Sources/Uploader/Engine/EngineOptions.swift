@@ -22,6 +22,9 @@ public struct EngineOptions: Sendable {
     public var stagingDirectory: String?
     /// What to do when the target exists; the mount and `put` overwrite.
     public var conflictPolicy: ConflictPolicy
+    /// How this account streams files of unknown size (learned once per account). nil: the web-API
+    /// placeholder precreate, with no probe (tests of the engine alone).
+    public var streaming: StreamingStrategies?
 
     public init(sliceSize: Int = AccountTier.normal.maxSliceSize, threads: Int = 4,
                 cacheDirectory: String = EngineOptions.defaultCacheDirectory(),

@@ -19,24 +19,39 @@ extension FileWriteSession {
         return .ok
     }
 
-    /// The placeholder precreate; false when the server refuses streaming for this file.
+    /// Opens the streaming upload the account's strategy says; false when this file must take the
+    /// cached path (the account streams no way, or keeps refusing). A refused strategy is learned
+    /// again before this file goes on, and nothing of the file is lost: its first part is still here.
     func start(_ stream: StreamingState) throws(NetdiskError) -> Bool {
-        let api = self.api, path = stagingPath
-        let uploadID: String
-        do throws(NetdiskError) {
-            uploadID = try awaitBlocking { () async throws(NetdiskError) -> String in
-                try await api.precreateStreaming(path: path, policy: .overwrite)
-            }
-        } catch {
-            switch error {
-            case .tokenInvalid, .notLoggedIn, .quotaExceeded, .invalidName, .alreadyExists, .transport, .cancelled,
-                 .rateLimited:
-                throw error
-            default:
-                logger.warning("streaming precreate for \(path) refused (\(error)); this file takes the cached path")
-                return false
+        let api = self.api, path = stagingPath, provisional = Int64(stream.slice)
+        var uploadID: String?
+        var refusals = 0
+        while uploadID == nil {
+            let strategy = options.streaming?.current() ?? .webPlaceholder
+            if strategy == .none { return false }
+            do throws(NetdiskError) {
+                uploadID = try awaitBlocking { () async throws(NetdiskError) -> String in
+                    try await api.precreateStreaming(path: path, strategy: strategy, provisionalSize: provisional,
+                                                     policy: .overwrite)
+                }
+                stream.strategy = strategy
+            } catch {
+                switch error {
+                case .notLoggedIn, .quotaExceeded, .invalidName, .alreadyExists, .transport, .cancelled, .rateLimited:
+                    throw error
+                case .tokenInvalid where strategy != .webPlaceholder:
+                    throw error
+                default:
+                    refusals += 1
+                    guard let streaming = options.streaming, refusals < 3 else {
+                        logger.warning("streaming precreate for \(path) refused (\(error)); this file takes the cached path")
+                        return false
+                    }
+                    streaming.refused(strategy, because: error)
+                }
             }
         }
+        guard let uploadID else { return false }
         let uploader = PartUploader(api: api, path: path, uploadID: uploadID, attempts: options.partAttempts,
                                     baseDelay: options.retryBaseDelay, progress: counters, logger: logger)
         stream.uploadID = uploadID
@@ -72,9 +87,17 @@ extension FileWriteSession {
             return md5
         }
         let api = self.api, staging = stagingPath, size = stream.size, mtime = localMtime
-        let staged = try awaitBlocking { () async throws(NetdiskError) -> RemoteEntry in
-            try await api.create(path: staging, size: size, uploadID: uploadID, blockList: blockList, localMtime: mtime,
-                                 policy: .overwrite)
+        let staged: RemoteEntry
+        do throws(NetdiskError) {
+            staged = try awaitBlocking { () async throws(NetdiskError) -> RemoteEntry in
+                try await api.create(path: staging, size: size, uploadID: uploadID, blockList: blockList, localMtime: mtime,
+                                     policy: .overwrite)
+            }
+        } catch {
+            // A create that refuses the true size comes after the bytes are gone: this file fails, but
+            // the next one learns again instead of repeating it.
+            if case .createFailed = error, let strategy = stream.strategy { options.streaming?.refused(strategy, because: error) }
+            throw error
         }
         stream.releaseAll()
         do throws(NetdiskError) {

@@ -268,6 +268,12 @@ public final class FileWriteSession: @unchecked Sendable {
     }
 
     /// Blocking: returns after the file is committed in the cloud.
+    /// Logged once here; an empty file the account refuses is the mount's to keep, not a failure.
+    private func logFailure(_ error: NetdiskError) {
+        if case .emptyFileRefused = error { return }
+        logger.error("upload of \(remotePath) failed, nothing was committed: \(error)")
+    }
+
     public func finish() throws(NetdiskError) -> RemoteEntry {
         lock.lock(); defer { lock.unlock() }
         switch state {
@@ -280,7 +286,7 @@ public final class FileWriteSession: @unchecked Sendable {
             } catch {
                 stream.cancel(error)
                 fail(error)
-                logger.error("upload of \(remotePath) failed, nothing was committed: \(error)")
+                logFailure(error)
                 throw error
             }
         case .cached(let cache, let staging):
@@ -297,7 +303,7 @@ public final class FileWriteSession: @unchecked Sendable {
                 cache.discard()
                 if let staging { deleteQuietly(staging) }
                 fail(error)
-                logger.error("upload of \(remotePath) failed, nothing was committed: \(error)")
+                logFailure(error)
                 throw error
             }
         case .finished(let entry):

@@ -18,6 +18,8 @@ final class StreamingState: @unchecked Sendable {
     var size: Int64 = 0
     var pipeline: OrderedPipeline?
     var uploadID: String?
+    /// How this stream's upload was opened (its create must go the same way).
+    var strategy: StreamingStrategy?
     /// Sent parts readers may still read (the head, the tail, and parts in flight).
     let sent: SentParts
 
