@@ -118,6 +118,14 @@ import Testing
         #expect(result.stdout.split(separator: "\n").count > 8)
     }
 
+    @Test func aRootOutsideTheAppFolderIsWarnedAbout() {
+        #expect(MountBackend.appFolderWarning(for: "/apps/netdiskfs") == nil)
+        #expect(MountBackend.appFolderWarning(for: "/apps/netdiskfs/backups") == nil)
+        #expect(MountBackend.appFolderWarning(for: "/")?.contains("31064") == true)
+        #expect(MountBackend.appFolderWarning(for: "/photos")?.contains("outside /apps/<app name>") == true)
+        #expect(MountBackend.appFolderWarning(for: "/apps") != nil)
+    }
+
     @Test func leadingGlobalOptionsBecomeEnvironment() {
         let (rest, environment) = LeadingGlobalOptions.extract(["--endpoint", "http://127.0.0.1:5", "-v", "--config-dir=/c",
                                                                 "ls", "-l", "--endpoint", "x"])

@@ -26,6 +26,37 @@ import Testing
         #expect(NetdiskError.fromBaidu(code: code, message: "m") == expected)
     }
 
+    /// 31299 means three things on the real service, told apart by the text (DESIGN.md research).
+    @Test func errno31299IsReadByItsMessage() {
+        #expect(NetdiskError.fromBaidu(code: 31299, message: "Expried Time Not Match") == .uploadExpired)
+        #expect(NetdiskError.fromBaidu(code: 31299, message: "Invalid param keylist") == .badParameter(code: 31299, message: "Invalid param keylist"))
+        #expect(NetdiskError.fromBaidu(code: 31299, message: "first part is smaller than 4 MiB") == .firstPartTooSmall)
+        #expect(BaiduClient.meansContentUnknown(.server(code: 31500, message: "")), "31500: rapid create not available here")
+    }
+
+    /// One 31034 pauses every call for a while; hits from calls already in flight do not stretch
+    /// the pause, a hit after it doubles the next one, and a success lifts it.
+    @Test func frequencyControlPausesTheAccountOnce() async {
+        let control = FrequencyControl(logger: .init(label: "test"), minimum: .milliseconds(500), maximum: .seconds(4))
+        await control.limited(code: 31034)
+        await control.limited(code: 31034)
+        var start = ContinuousClock.now
+        await control.waitTurn()
+        var waited = ContinuousClock.now - start
+        #expect(waited >= .milliseconds(450) && waited < .milliseconds(950), "one 500 ms pause, not a doubled one: \(waited)")
+        await control.limited(code: 31034)
+        start = ContinuousClock.now
+        await control.waitTurn()
+        waited = ContinuousClock.now - start
+        #expect(waited >= .milliseconds(950), "a hit after the pause doubles it: \(waited)")
+        #expect(await control.isEngaged)
+        await control.succeeded()
+        #expect(await !control.isEngaged)
+        start = ContinuousClock.now
+        await control.waitTurn()
+        #expect(ContinuousClock.now - start < .milliseconds(50))
+    }
+
     @Test func posixMappingAndTransience() {
         #expect(NetdiskError.notFound(code: -9).posixErrno == ENOENT)
         #expect(NetdiskError.alreadyExists(code: -8).posixErrno == EEXIST)

@@ -13,9 +13,13 @@ struct EmulatorHarness {
     let client: BaiduClient
     let configDirectory: String
     let tier: AccountTier
+    /// Set when the emulator runs another profile than `default`: the engine then learns how to stream.
+    let streaming: StreamingStrategies?
 
-    static func start(faults: String = "", uploadIDLifetime: Double? = nil, vipType: Int = 0) async throws -> EmulatorHarness {
+    static func start(faults: String = "", uploadIDLifetime: Double? = nil, vipType: Int = 0,
+                      profile: EmulatorProfile = .default) async throws -> EmulatorHarness {
         var options = EmulatorOptions()
+        options.profile = profile
         options.faults = faults
         options.vipType = vipType
         if let uploadIDLifetime { options.uploadIDLifetime = uploadIDLifetime }
@@ -26,8 +30,10 @@ struct EmulatorHarness {
         var quiet = Logger(label: "engine-e2e.client")
         quiet.logLevel = .error
         let client = try await ClientFactory.loginToEmulator(settings: settings, logger: quiet)
+        let streaming = profile == .default ? nil : StreamingStrategies(
+            probe: StreamingStrategyProbe(api: client, scratchDirectory: "/apps/netdiskfs/.netdiskfs-staging"), store: nil, logger: quiet)
         return EmulatorHarness(server: server, client: client, configDirectory: configDirectory,
-                               tier: AccountTier(rawValue: vipType) ?? .normal)
+                               tier: AccountTier(rawValue: vipType) ?? .normal, streaming: streaming)
     }
 
     func stop() async { await server.shutdown() }
@@ -36,6 +42,7 @@ struct EmulatorHarness {
         var o = EngineOptions.forTier(tier, threads: threads,
                                       cacheDirectory: NSTemporaryDirectory() + "engine-e2e-cache-" + UUID().uuidString)
         o.retryBaseDelay = 0.01
+        o.streaming = streaming
         return o
     }
 

@@ -408,7 +408,8 @@ struct CommitSemanticsTests {
     /// fsync after the upload failed for good returns EIO (not 0, not EAGAIN), and so does close.
     @Test func fsyncReportsAFailedUpload() async throws {
         var options = EmulatorOptions()
-        options.faults = "superfile2:errno=31364"
+        // From the 3rd part on: a mount that first probes how to stream (2 parts) gets it on the file.
+        options.faults = "superfile2:errno=31364:n=3:count=100000"
         try await withMount(emulatorOptions: options) { m in
             let writer = try StepWriter(m.mounted("doomed"))
             _ = try await writer.write(megabytes: 16, seed: 3)

@@ -135,7 +135,12 @@ final class MountFixture: @unchecked Sendable {
     let remoteRoot: String
     private(set) var daemon: Spawned?
 
-    private init(directory: URL, emulator: EmulatorServer, client: BaiduClient, remoteRoot: String, environment: [String: String]) {
+    /// The emulator's reading of Baidu: on `documented`, empty files stay in the mount's overlay.
+    let profile: EmulatorProfile
+
+    private init(directory: URL, emulator: EmulatorServer, client: BaiduClient, remoteRoot: String, environment: [String: String],
+                 profile: EmulatorProfile) {
+        self.profile = profile
         self.directory = directory
         self.mountpoint = directory.appendingPathComponent("mnt").path
         self.emulator = emulator
@@ -174,7 +179,7 @@ final class MountFixture: @unchecked Sendable {
                                                     endpoint: emulator.baseURL, environment: environment)
         let client = try await ClientFactory.loginToEmulator(settings: settings)
         return MountFixture(directory: directory, emulator: emulator, client: client, remoteRoot: settings.remoteRoot,
-                            environment: environment)
+                            environment: environment, profile: options.profile)
     }
 
     /// Starts `netdiskfs mount -f` and waits until the kernel shows the mount.

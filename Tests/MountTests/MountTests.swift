@@ -25,6 +25,10 @@ struct MountTests {
                 let local = try await shell("md5sum < \(m.local("f\(size)")) | cut -d' ' -f1").stdout
                 let mounted = try await shell("md5sum < \(m.mounted("f\(size)")) | cut -d' ' -f1").stdout
                 #expect(local == mounted, "md5 of f\(size) read back")
+                if size == 0 && m.profile.refuseEmptyFiles {
+                    #expect(cloud[m.remote("f0")] == nil, "the account refuses empty files: kept by the mount")
+                    continue
+                }
                 let remote = try #require(cloud[m.remote("f\(size)")], "f\(size) is in the cloud")
                 #expect(remote.size == Int64(size))
                 #expect(remote.md5 == local.trimmingCharacters(in: .whitespacesAndNewlines), "cloud content of f\(size)")
@@ -150,11 +154,15 @@ struct MountTests {
             // A file opened and closed without a write (`touch`) commits at FUSE release, which the
             // kernel sends after close(2) has returned (so `cmd > f` still streams); allow it a moment.
             var cloud = try await m.cloudFiles()
-            for _ in 0..<50 where cloud[m.remote("empty")] == nil {
+            for _ in 0..<50 where cloud[m.remote("empty")] == nil && !m.profile.refuseEmptyFiles {
                 try await Task.sleep(for: .milliseconds(100))
                 cloud = try await m.cloudFiles()
             }
-            #expect(cloud[m.remote("empty")]?.size == 0, "a touched empty file is committed")
+            if m.profile.refuseEmptyFiles {
+                #expect(try await shell("stat -c %s \(m.mounted("empty"))").stdout == "0\n", "a touched empty file is kept by the mount")
+            } else {
+                #expect(cloud[m.remote("empty")]?.size == 0, "a touched empty file is committed")
+            }
             #expect(cloud[m.remote("c")] == nil && cloud[m.remote("e")] == nil)
         }
     }

@@ -102,9 +102,14 @@ struct MountBackend: Sendable {
     /// Baidu lets most app keys upload only under the user's own `/apps/<app name>` (31064 elsewhere);
     /// listing, reading, moving and deleting are not limited. Say so before the first upload fails.
     static func warnOutsideAppFolder(_ root: String, logger: Logger, isEmulator: Bool) {
+        guard !isEmulator, let warning = appFolderWarning(for: root) else { return }
+        logger.warning("\(warning)")
+    }
+
+    static func appFolderWarning(for root: String) -> String? {
         let components = root.split(separator: "/")
-        guard !isEmulator, components.count < 2 || components[0] != "apps" else { return }
-        logger.warning("remote root \(root) is outside /apps/<app name>: Baidu usually refuses uploads there (errno 31064); reading works. Use --root /apps/<your app name>/... to write")
+        guard components.count < 2 || components[0] != "apps" else { return nil }
+        return "remote root \(root) is outside /apps/<app name>: Baidu usually refuses uploads there (errno 31064); reading works. Use --root /apps/<your app name>/... to write"
     }
 
     /// The mount's root must exist (Baidu apps start with an empty /apps/<name>).

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// The one client that speaks DESIGN.md's protocol, to Baidu and to the emulator alike.
 ///
@@ -19,6 +20,9 @@ public final class BaiduClient: NetdiskAPI {
     public let downloadSlots = DownloadSlots()
     /// The account-wide pause on 31034.
     public let frequencyControl: FrequencyControl
+    /// The host the last locateupload gave, reused for new uploadids while its answer is valid: a
+    /// small file then costs precreate, superfile2 and create. Each uploadid still keeps one host.
+    private let recentUploadHost = Mutex<(host: String, until: ContinuousClock.Instant)?>(nil)
 
     public init(endpoints: Endpoints, oauth: OAuthClient, tokens: TokenManager,
                 transport: HTTPTransport = .shared, retryPolicy: RetryPolicy = RetryPolicy(),
@@ -197,11 +201,16 @@ public final class BaiduClient: NetdiskAPI {
         struct Server: Decodable { var server: String }
         var servers: [Server]?
         var host: String?
+        /// Seconds the answer is valid.
+        var expire: LenientInt?
     }
 
     /// The upload host for an uploadid: asked once from locateupload, then pinned.
     public func uploadHost(path: String, uploadID: String) async throws(NetdiskError) -> String {
         try await uploads.host(for: uploadID) { [self] () async -> Result<String, NetdiskError> in
+            if let reused = recentUploadHost.withLock({ recent in recent.flatMap { $0.until > .now ? $0.host : nil } }) {
+                return .success(reused)
+            }
             do throws(NetdiskError) {
                 return .success(try await locateUpload(path: path, uploadID: uploadID))
             } catch {
@@ -219,6 +228,10 @@ public final class BaiduClient: NetdiskAPI {
     }
 
     public func forgetUploadHost(uploadID: String) async {
+        // A host that stopped answering is not handed to the next upload either.
+        if let failed = await uploads.pinnedHost(for: uploadID) {
+            recentUploadHost.withLock { recent in if recent?.host == failed { recent = nil } }
+        }
         await uploads.forget(uploadID)
     }
 
@@ -239,7 +252,10 @@ public final class BaiduClient: NetdiskAPI {
             }
             if (try? URLPolicy.check(url)) != nil {
                 logger.debug("uploadid \(uploadID) pinned to \(url)")
-                return url.hasSuffix("/") ? String(url.dropLast()) : url
+                let host = url.hasSuffix("/") ? String(url.dropLast()) : url
+                let valid = min(60, max(0, answer.expire?.value ?? 0))
+                if valid > 0 { recentUploadHost.withLock { $0 = (host, .now + .seconds(valid)) } }
+                return host
             }
         }
         if candidates.isEmpty { return endpoints.upload }

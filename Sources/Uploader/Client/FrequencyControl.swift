@@ -5,8 +5,8 @@ import Logging
 ///
 /// Why account-wide: the limit is the account's, not the call's. With 64 writers each backing off
 /// on its own, the other 63 keep hitting the limit and it never lifts. Here the first 31034 pauses
-/// every call of the client; each further hit doubles the pause (1 s up to 60 s) and a success
-/// resets it. It says so once in the log each time it engages, not once per call.
+/// every call of the client; a hit after a pause ended doubles the next one (1 s up to 60 s), and a
+/// success resets it. It says so once in the log each time it engages, not once per call.
 public actor FrequencyControl {
     private let logger: Logger
     private var resumeAt: ContinuousClock.Instant?
@@ -29,6 +29,8 @@ public actor FrequencyControl {
     }
 
     func limited(code: Int) {
+        // Calls already in flight when the pause began answer 31034 too: they do not lengthen it.
+        if let resumeAt, resumeAt > .now { return }
         pause = pause == .zero ? minimum : min(pause * 2, maximum)
         resumeAt = .now + pause
         if !engaged {

@@ -65,9 +65,15 @@ public final class StreamingStrategies: @unchecked Sendable {
         self.store = store
         self.maxAge = maxAge
         self.logger = logger
-        if let known = store?.load(), Date().timeIntervalSince1970 - known.learnedAt < maxAge {
+        if let known = store?.load(), Date().timeIntervalSince1970 - known.learnedAt < Self.lifetime(of: known, maxAge: maxAge) {
             learned = known
         }
+    }
+
+    /// "Nothing streams" is asked again after an hour: a probe that failed on a fluke must not cost
+    /// a week of spooling. A strategy that works is kept for `maxAge`.
+    static func lifetime(of learned: LearnedStreaming, maxAge: TimeInterval) -> TimeInterval {
+        learned.strategy == .none ? min(maxAge, 3600) : maxAge
     }
 
     /// What is known now, without probing.
@@ -78,7 +84,9 @@ public final class StreamingStrategies: @unchecked Sendable {
     public func current() -> StreamingStrategy {
         lock.lock()
         defer { lock.unlock() }
-        if let learned { return learned.strategy }
+        if let learned, Date().timeIntervalSince1970 - learned.learnedAt < Self.lifetime(of: learned, maxAge: maxAge) {
+            return learned.strategy
+        }
         if let retryAfter, retryAfter > Date() { return .none }
         let probe = self.probe
         let outcome = (try? awaitBlocking { () async throws(NetdiskError) -> LearnOutcome in
