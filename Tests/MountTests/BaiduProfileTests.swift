@@ -85,6 +85,36 @@ struct BaiduProfileTests {
         }
     }
 
+    /// A belief that stops holding: the state dir says (b) works, the account now refuses it. The
+    /// first file's precreate is refused, the mount learns again, and that very file streams with (a).
+    @Test func aStrategyThatStopsWorkingIsLearnedAgainWithoutFailingTheFile() async throws {
+        var options = EmulatorOptions()
+        options.profile = .documented
+        let m = try await MountFixture.make(emulatorOptions: options)
+        do {
+            let name = (StreamingStrategyStore.forAccount(uk: 3_141_592_653, endpoint: m.emulator.baseURL).path as NSString).lastPathComponent
+            let store = StreamingStrategyStore(path: m.path + "/state/netdiskfs/" + name)
+            try store.save(LearnedStreaming(strategy: .webPlaceholder))
+            try await m.mount()
+            try await shell("head -c 30M /dev/urandom > \(m.local("s.bin"))")
+            let watcher = CloudWatcher(m)
+            watcher.start()
+            let copy = try await shell("cp \(m.local("s.bin")) \(m.mounted("s.bin"))", check: false)
+            await watcher.stop()
+            #expect(copy.status == 0, "the file in hand does not fail: \(copy.stderr)")
+            let md5 = try await shell("md5sum < \(m.local("s.bin")) | cut -d' ' -f1").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(try await m.cloudFiles()[m.remote("s.bin")]?.md5 == md5)
+            #expect(watcher.maxCacheBytes == 0, "it still streamed")
+            let log = m.daemonLog()
+            #expect(log.contains("was refused") && log.contains("learning again") && log.contains("streams with (a)"), "\(log.suffix(2000))")
+            #expect(store.load()?.strategy == .xpanProvisional, "the new belief is remembered")
+        } catch {
+            await m.tearDown()
+            throw error
+        }
+        await m.tearDown()
+    }
+
     /// A normal account may hold one download connection: `cat` of 256 MiB and `get` never open two.
     @Test func normalAccountReadsOverOneConnection() async throws {
         var options = EmulatorOptions()
