@@ -14,7 +14,7 @@ public struct NetdiskCommand: AsyncParsableCommand {
             EmulatorCommand.self,
             LoginCommand.self, WhoamiCommand.self, ListCommand.self, RemoveCommand.self, MoveCommand.self,
             MakeDirectoryCommand.self, PutCommand.self, GetCommand.self,
-            MountCommand.self, UnmountCommand.self, StatusCommand.self, SelftestCommand.self,
+            MountCommand.self, UnmountCommand.self, StatusCommand.self, SyncCommand.self, SelftestCommand.self,
         ]
     )
 

@@ -20,6 +20,11 @@ struct MountBackend: Sendable {
         var maxMemory: Int?
         /// nil: the tier's default (1 for a normal account).
         var downloadConnections: Int?
+        /// `--writeback`: queue files up to `writebackThreshold` bytes (nil: one slice) at close().
+        var writeback = false
+        var writebackThreshold: Int?
+        var writebackUploads = 4
+        var writebackMaxDisk = 1 << 30
     }
 
     /// The default global write-buffer budget: one streaming file uses up to slice × (threads +
@@ -35,6 +40,8 @@ struct MountBackend: Sendable {
     let account: AccountInfo
     /// Download connections the account holds at once (account-wide, in the client).
     let downloadConnections: Int
+    /// `--writeback`'s queue, resumed from the last run.
+    let writeback: WritebackQueue?
     let shutdown: @Sendable () async -> Void
 
     static func make(options: Options, logger: Logger) async throws -> MountBackend {
@@ -79,9 +86,27 @@ struct MountBackend: Sendable {
             await StagingSweeper.sweep(api: client, directory: staging, logger: logger)
             let writers = EngineWriteSessionFactory(api: client, options: engine, maxMemory: options.maxMemory ?? defaultMaxMemory,
                                                     logger: logger)
+            var writeback: WritebackQueue?
+            if options.writeback {
+                // At most one slice: a larger file would already be streaming when it closes.
+                let threshold = min(Int64(options.writebackThreshold ?? engine.sliceSize), Int64(engine.sliceSize))
+                let directory = XDGDirectories.netdiskfs(.state) + "/writeback-\(account.uk)"
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                let lock = open(directory + "/queue.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+                guard lock >= 0, flock(lock, LOCK_EX | LOCK_NB) == 0 else {
+                    throw CommandError("another netdiskfs mount of this account holds its write-back queue (\(directory)); unmount it first")
+                }
+                // The lock stays held (the descriptor stays open) for the daemon's life.
+                writeback = try WritebackQueue(
+                    api: client, engine: engine, budget: writers.budget,
+                    options: WritebackQueue.Options(threshold: threshold, uploaders: options.writebackUploads,
+                                                    diskCap: Int64(options.writebackMaxDisk), directory: directory),
+                    logger: logger)
+                logger.info("write-back on: files up to \(threshold) bytes return from close() once on local disk, \(options.writebackUploads) upload(s) at a time")
+            }
             let emulator = server
             return MountBackend(api: client, writers: writers, remoteRoot: root, emulatorURL: server?.baseURL ?? options.emulatorURL,
-                                account: account, downloadConnections: connections) {
+                                account: account, downloadConnections: connections, writeback: writeback) {
                 await emulator?.shutdown()
             }
         } catch {

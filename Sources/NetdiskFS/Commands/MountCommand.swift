@@ -63,6 +63,19 @@ public struct MountCommand: AsyncParsableCommand {
     @Option(help: "Download connections the account holds at once, across all readers (default: 1 on a normal account, which Baidu throttles for more; 4 VIP; 8 SVIP).")
     var downloadConnections: Int?
 
+    @Flag(help: ArgumentHelp("close() of a small file returns once it is fsynced and journaled on local disk; uploads run in the background.",
+                             discussion: "Like JuiceFS's write-back: a killed daemon resumes its queue at the next mount, a failed upload is retried with backoff and never dropped, reads see the local copy until the upload commits. `netdiskfs sync MOUNTPOINT` waits for the queue; `netdiskfs unmount` waits for it too. Larger files still stream."))
+    var writeback = false
+
+    @Option(help: ArgumentHelp("Largest file --writeback queues, e.g. 1M (default and most: one slice).", valueName: "size"))
+    var writebackThreshold: String?
+
+    @Option(help: "Write-back uploads in parallel.")
+    var writebackUploads = 4
+
+    @Option(help: ArgumentHelp("Local disk the write-back queue may use, e.g. 1G (default); close() waits past it.", valueName: "size"))
+    var writebackMaxDisk: String?
+
     @Option(help: "Directory for the cached (out-of-order write) path's sparse files.")
     var cacheDir: String?
 
@@ -79,6 +92,10 @@ public struct MountCommand: AsyncParsableCommand {
     public func validate() throws {
         if let downloadConnections, !(1...32).contains(downloadConnections) {
             throw ValidationError("--download-connections must be between 1 and 32")
+        }
+        guard (1...64).contains(writebackUploads) else { throw ValidationError("--writeback-uploads must be between 1 and 64") }
+        for (flag, value) in [("--writeback-threshold", writebackThreshold), ("--writeback-max-disk", writebackMaxDisk)] {
+            if let value, (Self.parseSize(value) ?? 0) <= 0 { throw ValidationError("\(flag) must be a size like 1M or 1G") }
         }
     }
 
@@ -125,7 +142,7 @@ public struct MountCommand: AsyncParsableCommand {
         }
         overlay.startFlushing()
         let fileSystem = NetdiskFileSystem(api: backend.api, writers: backend.writers, options: fsOptions, overlay: overlay,
-                                           logger: logger)
+                                           writeback: backend.writeback, logger: logger)
 
         var mountOptions = ["fsname=netdiskfs", "subtype=netdiskfs"]
         if readOnly { mountOptions.append("ro") }
@@ -147,13 +164,21 @@ public struct MountCommand: AsyncParsableCommand {
                     continuation.resume(returning: nil)
                     return
                 }
-                let signals = SignalWatcher(mountpoint: mountpoint, logger: logger)
+                let signals = SignalWatcher(mountpoint: mountpoint, writeback: backend.writeback, logger: logger)
                 MountTable.raiseReadAhead(of: mountpoint, kilobytes: 1024, logger: logger)
                 publisher.start()
                 logger.info("mounted \(mountpoint)")
                 reporter.ready()
                 SystemdNotifier.notify("READY=1\nSTATUS=mounted \(mountpoint)")
                 let rc = mount.run(threads: threads)
+                if let queue = backend.writeback {
+                    // Unmounted: what was closed still goes to the cloud before the daemon exits.
+                    let left = queue.drain()
+                    queue.stop()
+                    for entry in left {
+                        logger.error("write-back: \(entry.remotePath) is still queued (\(entry.lastError ?? "not uploaded")); the next mount uploads it")
+                    }
+                }
                 publisher.stop()
                 withExtendedLifetime(signals) {}
                 continuation.resume(returning: rc)
@@ -177,6 +202,10 @@ public struct MountCommand: AsyncParsableCommand {
         options.cacheDirectory = cacheDir
         options.maxMemory = maxMemory.flatMap(Self.parseSize)
         options.downloadConnections = downloadConnections
+        options.writeback = writeback
+        options.writebackThreshold = writebackThreshold.flatMap(Self.parseSize)
+        options.writebackUploads = writebackUploads
+        options.writebackMaxDisk = writebackMaxDisk.flatMap(Self.parseSize) ?? (1 << 30)
         return options
     }
 
@@ -245,9 +274,14 @@ struct StartReporter: Sendable {
 final class SignalWatcher: @unchecked Sendable {
     private let sources: [any DispatchSourceSignal]
 
-    init(mountpoint: String, logger: Logger) {
+    init(mountpoint: String, writeback: WritebackQueue?, logger: Logger) {
         let queue = DispatchQueue(label: "netdiskfs.signals")
-        sources = [SIGINT, SIGTERM, SIGHUP].map { number in
+        // SIGUSR1 (from `netdiskfs sync`): retry failed write-back uploads now, not after their backoff.
+        signal(SIGUSR1, SIG_IGN)
+        let retry = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: queue)
+        retry.setEventHandler { writeback?.retryNow() }
+        retry.resume()
+        sources = [retry] + [SIGINT, SIGTERM, SIGHUP].map { number in
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
             source.setEventHandler {

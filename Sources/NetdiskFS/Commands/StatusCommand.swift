@@ -63,6 +63,15 @@ public struct StatusCommand: ParsableCommand {
         for snapshot in snapshots {
             let age = Date().timeIntervalSince1970 - snapshot.updated
             print("\(snapshot.mountpoint) (pid \(snapshot.pid)\(age > 5 ? ", status \(Int(age)) s old" : ""))")
+            if let queued = snapshot.queued, !queued.isEmpty {
+                let bytes = queued.reduce(Int64(0)) { $0 + $1.size }
+                print("  write-back queue: \(queued.count) file(s), \(Self.bytes(bytes)) closed and waiting for upload")
+                for file in queued where file.lastError != nil || file.uploading || watch {
+                    let state = file.uploading ? "uploading" : (file.lastError != nil ? "failing (\(file.attempts) attempts)" : "queued")
+                    print("    \(state.padding(toLength: 24, withPad: " ", startingAt: 0)) \(Self.bytes(file.size))  \(file.path)"
+                          + (file.lastError.map { "\n      last error: \($0)" } ?? ""))
+                }
+            }
             if snapshot.uploads.isEmpty { print("  no uploads in progress"); continue }
             for upload in snapshot.uploads where watch {
                 print("  " + Self.bar(upload))

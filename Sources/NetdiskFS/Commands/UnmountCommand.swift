@@ -33,7 +33,14 @@ public struct UnmountCommand: ParsableCommand {
             throw ExitCode(1)
         }
         if let daemon {
-            while kill(daemon, 0) == 0 { usleep(50_000) }
+            while kill(daemon, 0) == 0 && !Self.hasExited(daemon) { usleep(50_000) }
         }
+    }
+
+    /// A daemon that exited but was not reaped yet by its parent (a zombie) has exited.
+    static func hasExited(_ pid: pid_t) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return true }
+        return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
     }
 }

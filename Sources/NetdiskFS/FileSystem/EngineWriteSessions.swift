@@ -28,7 +28,8 @@ extension FileWriteSession: WriteSession {
 public struct EngineWriteSessionFactory: WriteSessionFactory {
     let api: any NetdiskAPI
     let options: EngineOptions
-    let budget: MemoryBudget
+    /// The global write-buffer budget (the write-back uploads draw from it too).
+    public let budget: MemoryBudget
     let logger: Logger
 
     public init(api: any NetdiskAPI, options: EngineOptions, maxMemory: Int, logger: Logger) {

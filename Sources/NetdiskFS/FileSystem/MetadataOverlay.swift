@@ -221,6 +221,17 @@ public final class MetadataOverlay: @unchecked Sendable {
         }
     }
 
+    /// A queued file (write-back) was committed: what was set on it now describes the real file.
+    func rebind(_ path: String, from localID: UInt64, to entry: RemoteEntry) {
+        state.withLock { state in
+            guard var attributes = state.entries[path], attributes.fsID == localID else { return }
+            attributes.fsID = entry.fsID
+            attributes.size = entry.size
+            state.entries[path] = attributes
+            state.dirty.insert(path)
+        }
+    }
+
     /// rename: the entry at `source` moves to `target`, replacing what was there; with `subtree`
     /// (a directory) everything below it moves too. Only a directory's rename scans the entries:
     /// rsync renames every file it writes, and 100,000 of them must not cost 100,000 scans.

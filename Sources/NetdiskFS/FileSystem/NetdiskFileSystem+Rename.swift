@@ -44,8 +44,22 @@ extension NetdiskFileSystem {
         let sourceWriter = handles.writer(for: source)
         // What the cloud holds at the source: a version this writer already committed (its release
         // not yet here), the old version it is replacing, or a plain file or directory.
-        let entry = try sourceWriter?.committed ?? metadata.entry(at: source)
+        var entry = try sourceWriter?.committed ?? metadata.entry(at: source)
         guard entry != nil || sourceWriter != nil else { throw FileSystemError.notFound }
+        // A file queued for upload (--writeback) is renamed in the queue; one uploading right now
+        // is waited for, then moved in the cloud like any other.
+        var movedInQueue = false
+        if let queued = entry, WritebackQueue.isQueued(fsID: queued.fsID), let writeback {
+            if try writeback.move(from: source, to: target) {
+                movedInQueue = true
+            } else {
+                if let why = writeback.waitCommitted(path: source, timeout: Self.queuedUploadWait) {
+                    throw FileSystemError(EIO, "\(source) is queued for upload and the upload keeps failing: \(why)")
+                }
+                entry = try metadata.entry(at: source)
+                guard entry != nil else { throw FileSystemError.notFound }
+            }
+        }
         let isDirectory = sourceWriter == nil && entry?.isDirectory == true
         if isDirectory && MetadataCache.isSelfOrDescendant(target, of: source) { throw FileSystemError(EINVAL) }
         try requireDirectory(RemotePath.split(target).parent)
@@ -71,7 +85,12 @@ extension NetdiskFileSystem {
             logger.info("rename \(source) -> \(target): the file being written at \(target) was replaced; nothing of it is committed")
         }
 
-        if let entry, entry.fsID == OverlayAttributes.localFileID {
+        // A file queued at the target is replaced: its upload must not land over what moves there.
+        if !movedInQueue { writeback?.cancel(path: target) }
+        if let entry, movedInQueue {
+            // Uploads to the new name; an older file there is overwritten by that upload.
+            metadata.didRename(from: source, to: target, entry: entry)
+        } else if let entry, entry.fsID == OverlayAttributes.localFileID {
             // An empty file kept locally (the cloud refused it): it moves in the overlay below, and
             // replaces what the cloud holds at the target.
             if let existing, !existing.isDirectory, existing.fsID != OverlayAttributes.localFileID { try delete(target) }
@@ -79,8 +98,17 @@ extension NetdiskFileSystem {
         } else if let entry {
             let (directory, name) = RemotePath.split(target)
             let api = self.api
-            try Blocking.await { () async throws(NetdiskError) in
-                try await api.move(from: source, toDirectory: directory, newName: name, ondup: .overwrite)
+            let moveInCloud = {
+                try Blocking.await { () async throws(NetdiskError) in
+                    try await api.move(from: source, toDirectory: directory, newName: name, ondup: .overwrite)
+                }
+            }
+            if isDirectory, let writeback {
+                // No upload may land under the old path while the directory moves; what is queued
+                // under it follows.
+                try writeback.withSubtreePaused(source, movingTo: target, moveInCloud)
+            } else {
+                try moveInCloud()
             }
             metadata.didRename(from: source, to: target, entry: entry)
         } else if let existing, !existing.isDirectory {

@@ -37,21 +37,26 @@ public final class NetdiskFileSystem: Sendable {
     /// What Baidu cannot store (mtime, mode, owner), kept locally.
     let overlay: MetadataOverlay
     let readAheadTuning: RemoteFileReader.Tuning
+    /// `--writeback`: small files queued at close() (nil: close() waits for the commit).
+    let writeback: WritebackQueue?
     /// Whether the log has said once that empty files are kept locally.
     let emptyFileNotice = Mutex(false)
     /// Who owns what the overlay says nothing about: the user who mounted.
     let defaultOwner = (uid: UInt32(getuid()), gid: UInt32(getgid()))
 
     public init(api: any NetdiskAPI, writers: any WriteSessionFactory, options: Options,
-                overlay: MetadataOverlay? = nil, logger: Logger) {
+                overlay: MetadataOverlay? = nil, writeback: WritebackQueue? = nil, logger: Logger) {
         self.api = api
+        self.writeback = writeback
         let overlay = overlay ?? MetadataOverlay(logger: logger)
         self.overlay = overlay
         self.writers = writers
         self.options = options
         self.paths = RemotePath(root: options.root)
         self.metadata = MetadataCache(api: api, ttl: options.dirCacheTTL,
-                                      localEntries: { directory in overlay.localFiles(in: directory) })
+                                      localEntries: { directory in overlay.localFiles(in: directory) },
+                                      pendingEntries: { directory in
+                                          writeback?.entries(in: directory).map(NetdiskFileSystem.queuedEntry) ?? [] })
         self.links = DownloadLinkCache(api: api)
         self.readBudget = ReadAheadBudget(limit: options.readAheadLimit)
         var tuning = RemoteFileReader.Tuning()
@@ -60,6 +65,8 @@ public final class NetdiskFileSystem: Sendable {
         if options.downloadConnections == 1 { tuning.maxWindow = 32 << 20 }
         self.readAheadTuning = tuning
         self.logger = logger
+        uploads.queue.withLock { $0 = writeback }
+        writeback?.start { [weak self] queued, committed in self?.queuedFileCommitted(queued, as: committed) }
     }
 
     public func statistics() throws(NetdiskError) -> Quota {
@@ -115,6 +122,7 @@ public final class NetdiskFileSystem: Sendable {
             overlay.remove(remote)
             logger.info("unlink \(remote): upload in progress aborted, nothing committed")
         }
+        if !abortedWriter, try unlinkQueued(remote) { return }
         guard let entry = try metadata.entry(at: remote) else {
             if abortedWriter { return }
             if case .link(let link)? = try resolve(remote) { return try delete(link.path) }
@@ -167,6 +175,7 @@ public final class NetdiskFileSystem: Sendable {
             return Opened(handle: handles.add(OpenFile(reader: makeReader(entry))), keepCache: keep)
         }
         try requireWritable()
+        if handles.writer(for: remote) == nil { try settleQueued(remote, replacing: access == O_WRONLY && flags & O_TRUNC != 0) }
         let existing = try metadata.entry(at: remote)
         if existing?.isDirectory == true { throw FileSystemError.isDirectory }
         if existing == nil && handles.writer(for: remote) == nil { throw FileSystemError.notFound }
@@ -197,6 +206,7 @@ public final class NetdiskFileSystem: Sendable {
         try requireWritable()
         let remote = paths.remote(path)
         try requireDirectory(RemotePath.split(remote).parent)
+        if flags & O_EXCL == 0, handles.writer(for: remote) == nil { try settleQueued(remote, replacing: true) }
         let existing = flags & O_EXCL != 0 ? try metadata.freshEntry(at: remote) : try metadata.entry(at: remote)
         if flags & O_EXCL != 0 && (existing != nil || handles.writer(for: remote) != nil) {
             throw FileSystemError(EEXIST)
@@ -215,7 +225,14 @@ public final class NetdiskFileSystem: Sendable {
     }
 
     private func makeReader(_ entry: RemoteEntry) -> RemoteFileReader {
-        RemoteFileReader(entry: entry, links: links, budget: readBudget, tuning: readAheadTuning)
+        if WritebackQueue.isQueued(fsID: entry.fsID) {
+            if let reader = queuedReader(entry) { return reader }
+            // Committed meanwhile: the cloud's copy.
+            if let committed = try? metadata.entry(at: entry.path), !WritebackQueue.isQueued(fsID: committed.fsID) {
+                return RemoteFileReader(entry: committed, links: links, budget: readBudget, tuning: readAheadTuning)
+            }
+        }
+        return RemoteFileReader(entry: entry, links: links, budget: readBudget, tuning: readAheadTuning)
     }
 
     private func makeWriter(_ remote: String, mode: WriteMode) throws -> PathWriter {
@@ -271,6 +288,7 @@ public final class NetdiskFileSystem: Sendable {
             do { try writer.truncate(to: size) } catch { throw UploadFailure.wrap(error) }
             return
         }
+        try settleQueued(remote, replacing: size == 0)
         guard let entry = try metadata.entry(at: remote) else { throw FileSystemError.notFound }
         if entry.isDirectory { throw FileSystemError.isDirectory }
         if entry.size == size { return }
@@ -329,6 +347,8 @@ public final class NetdiskFileSystem: Sendable {
             // Recorded under the writer's commit lock, so a rename sees the commit and its listing together.
             guard let entry = try writer.commit(onlyIfWritten: onlyIfWritten, keepEmptyLocally: { path, error in
                 try keepEmptyLocally(path, refused: error)
+            }, spool: { session, path, mtime in
+                try spoolIfSmall(session, path: path, mtime: mtime)
             }, onCommitted: { entry, uploaded in
                 // The overlay first: a getattr between the two must not find the new entry and a
                 // pending overlay that does not match it yet.
@@ -338,6 +358,10 @@ public final class NetdiskFileSystem: Sendable {
                 overlay.touchDirectory(RemotePath.split(entry.path).parent)
                 lastOpened.withLock { $0[entry.path] = nil }
             }) else { return }
+            if WritebackQueue.isQueued(fsID: entry.fsID) {
+                logger.info("queued \(entry.path) for upload (\(entry.size) bytes, write-back)")
+                return
+            }
             let elapsed = ContinuousClock.now - writer.openedAt
             let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
             let rate = seconds > 0 ? Double(entry.size) / seconds / 1e6 : 0

@@ -154,6 +154,7 @@ final class PathWriter: @unchecked Sendable {
     /// change (`touch` of an existing file) keeps the version it started from: `uploaded` is false.
     func commit(onlyIfWritten: Bool = false,
                 keepEmptyLocally: (String, NetdiskError) throws -> RemoteEntry = { _, error in throw error },
+                spool: (any WriteSession, String, Int64) throws -> RemoteEntry? = { _, _, _ in nil },
                 onCommitted: (RemoteEntry, Bool) -> Void = { _, _ in }) throws -> RemoteEntry? {
         try operationLock.withLock {
             try commitLock.withLock {
@@ -177,10 +178,16 @@ final class PathWriter: @unchecked Sendable {
                     return nil
                 }
                 // Renames retarget under the commit lock, so the path cannot move during finish.
-                session.setLocalMtime(stateLock.withLock { explicit.map { Int64($0.tv_sec) } ?? modified })
+                let mtime = stateLock.withLock { explicit.map { Int64($0.tv_sec) } ?? modified }
+                session.setLocalMtime(mtime)
                 let entry: RemoteEntry
                 do {
-                    entry = try session.finish()
+                    // --writeback: a small file is spooled and queued, and close() returns now.
+                    if let queued = try spool(session, path, mtime) {
+                        entry = queued
+                    } else {
+                        entry = try session.finish()
+                    }
                 } catch let error as NetdiskError {
                     guard case .emptyFileRefused = error else { throw error }
                     entry = try keepEmptyLocally(path, error)

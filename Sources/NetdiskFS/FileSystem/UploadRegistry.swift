@@ -23,6 +23,19 @@ final class UploadRegistry: Sendable {
         var emulatorURL: String?
         var updated: Double
         var uploads: [Upload]
+        /// `--writeback`: files closed and waiting for their upload (nil without write-back).
+        var queued: [Queued]? = nil
+    }
+
+    /// A file in the write-back queue.
+    struct Queued: Codable, Sendable {
+        var path: String
+        var size: Int64
+        var queuedAt: Double
+        var attempts: Int
+        /// Why the last attempt failed; nil while none has.
+        var lastError: String?
+        var uploading: Bool
     }
 
     private struct Tracked {
@@ -45,6 +58,9 @@ final class UploadRegistry: Sendable {
         _ = tracked.withLock { $0.removeValue(forKey: ObjectIdentifier(session)) }
     }
 
+    /// The write-back queue, shown in the snapshot.
+    let queue = Mutex<WritebackQueue?>(nil)
+
     func snapshot(mountpoint: String, emulatorURL: String? = nil) -> Snapshot {
         let now = Date().timeIntervalSince1970
         let uploads = tracked.withLock { tracked -> [Upload] in
@@ -65,7 +81,12 @@ final class UploadRegistry: Sendable {
             }
             return uploads.sorted { $0.path < $1.path }
         }
-        return Snapshot(pid: getpid(), mountpoint: mountpoint, emulatorURL: emulatorURL, updated: now, uploads: uploads)
+        let queued = queue.withLock { $0 }?.snapshot.map {
+            Queued(path: $0.remotePath, size: $0.size, queuedAt: $0.enqueuedAt, attempts: $0.attempts, lastError: $0.lastError,
+                   uploading: $0.uploading)
+        }
+        return Snapshot(pid: getpid(), mountpoint: mountpoint, emulatorURL: emulatorURL, updated: now, uploads: uploads,
+                        queued: queued)
     }
 }
 
@@ -129,6 +150,10 @@ final class StatusPublisher: @unchecked Sendable {
     }
 
     static func statusLine(_ snapshot: UploadRegistry.Snapshot) -> String {
+        if let queued = snapshot.queued, !queued.isEmpty {
+            let failing = queued.filter { $0.lastError != nil }.count
+            return "mounted \(snapshot.mountpoint); \(snapshot.uploads.count) upload(s) in progress, \(queued.count) file(s) queued\(failing > 0 ? ", \(failing) failing" : "")"
+        }
         guard !snapshot.uploads.isEmpty else { return "mounted \(snapshot.mountpoint); no uploads in progress" }
         let pending = snapshot.uploads.reduce(Int64(0)) { $0 + max(0, $1.bytesWritten - $1.bytesUploaded) }
         return "mounted \(snapshot.mountpoint); \(snapshot.uploads.count) upload(s) in progress, \(pending >> 20) MiB not yet acknowledged"
