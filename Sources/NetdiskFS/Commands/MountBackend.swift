@@ -87,22 +87,37 @@ struct MountBackend: Sendable {
             let writers = EngineWriteSessionFactory(api: client, options: engine, maxMemory: options.maxMemory ?? defaultMaxMemory,
                                                     logger: logger)
             var writeback: WritebackQueue?
-            if options.writeback {
+            let directory = XDGDirectories.netdiskfs(.state) + "/writeback-\(account.uk)"
+            // Without --writeback, a queue an earlier mount left is still uploaded (and takes no new files).
+            let leftover = !options.writeback && FileManager.default.fileExists(atPath: directory + "/queue.sqlite")
+            if options.writeback || leftover {
                 // At most one slice: a larger file would already be streaming when it closes.
-                let threshold = min(Int64(options.writebackThreshold ?? engine.sliceSize), Int64(engine.sliceSize))
-                let directory = XDGDirectories.netdiskfs(.state) + "/writeback-\(account.uk)"
+                let threshold = options.writeback
+                    ? min(Int64(options.writebackThreshold ?? engine.sliceSize), Int64(engine.sliceSize)) : 0
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
                 let lock = open(directory + "/queue.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-                guard lock >= 0, flock(lock, LOCK_EX | LOCK_NB) == 0 else {
+                if lock >= 0, flock(lock, LOCK_EX | LOCK_NB) == 0 {
+                    // The lock stays held (the descriptor stays open) for the daemon's life.
+                    let queue = try WritebackQueue(
+                        api: client, engine: engine, budget: writers.budget,
+                        options: WritebackQueue.Options(threshold: threshold, uploaders: options.writebackUploads,
+                                                        diskCap: Int64(options.writebackMaxDisk), directory: directory),
+                        logger: logger)
+                    if options.writeback {
+                        writeback = queue
+                        logger.info("write-back on: files up to \(threshold) bytes return from close() once on local disk, \(options.writebackUploads) upload(s) at a time")
+                    } else if !queue.snapshot.isEmpty {
+                        writeback = queue
+                        logger.info("write-back off, but \(queue.snapshot.count) file(s) an earlier mount queued are uploaded now")
+                    } else {
+                        close(lock)
+                    }
+                } else if options.writeback {
                     throw CommandError("another netdiskfs mount of this account holds its write-back queue (\(directory)); unmount it first")
+                } else {
+                    if lock >= 0 { close(lock) }
+                    logger.info("another mount holds this account's write-back queue; it uploads what is queued")
                 }
-                // The lock stays held (the descriptor stays open) for the daemon's life.
-                writeback = try WritebackQueue(
-                    api: client, engine: engine, budget: writers.budget,
-                    options: WritebackQueue.Options(threshold: threshold, uploaders: options.writebackUploads,
-                                                    diskCap: Int64(options.writebackMaxDisk), directory: directory),
-                    logger: logger)
-                logger.info("write-back on: files up to \(threshold) bytes return from close() once on local disk, \(options.writebackUploads) upload(s) at a time")
             }
             let emulator = server
             return MountBackend(api: client, writers: writers, remoteRoot: root, emulatorURL: server?.baseURL ?? options.emulatorURL,

@@ -11,9 +11,8 @@ final class MetadataCache: Sendable {
     struct Listing: Sendable {
         var entries: [String: RemoteEntry]
         var fetchedAt: ContinuousClock.Instant
-        /// The directory was made through this mount and its listing started empty then: what is
-        /// in it, we put there (until the listing expires and is fetched again).
-        var madeHere = false
+        /// Fetched for an O_EXCL check (not by a lookup, ls or our own mkdir).
+        var fetchedForExclusive = false
     }
 
     /// How old a fetched listing may be and still count as the cloud "now" for O_EXCL.
@@ -83,19 +82,23 @@ final class MetadataCache: Sendable {
     }
 
     /// The entry at a path as the cloud has it now (O_EXCL must see a file made behind the mount's
-    /// back): the parent's listing is fetched again unless it is under a second old, or the
-    /// directory was made through this mount. So `tar -x` of 10,000 files into the directories it
-    /// makes costs no listing per file. Our own recent changes still win.
+    /// back, as git's lock files need): the parent's listing is fetched again, unless an earlier
+    /// O_EXCL fetched it under a second ago. So the first O_EXCL in a directory always asks the
+    /// cloud, and `tar -x` (every file O_EXCL) costs one listing per directory per second, not one
+    /// per file. Our own recent changes still win.
     func freshEntry(at path: String) throws(NetdiskError) -> RemoteEntry? {
         if path == "/" { return try entry(at: path) }
         let parent = RemotePath.split(path).parent
         let now = clock.now
         let fresh = state.withLock { state -> Bool in
-            guard let listing = state.listings[parent], now - listing.fetchedAt < ttl else { return false }
-            return listing.madeHere || now - listing.fetchedAt < Self.freshWindow
+            guard let listing = state.listings[parent], listing.fetchedForExclusive else { return false }
+            return now - listing.fetchedAt < Self.freshWindow
         }
-        if !fresh { invalidate(parent) }
-        return try entry(at: path)
+        if fresh { return try entry(at: path) }
+        invalidate(parent)
+        let found = try entry(at: path)
+        state.withLock { $0.listings[parent]?.fetchedForExclusive = true }
+        return found
     }
 
     /// The listing of a remote directory (cached, or fetched page by page), with the entries kept
@@ -198,7 +201,7 @@ final class MetadataCache: Sendable {
             // A negative entry for this path or anything under it is now wrong.
             state.negative = state.negative.filter { !Self.isSelfOrDescendant($0.key, of: entry.path) }
             if entry.isDirectory, state.listings[entry.path] == nil {
-                state.listings[entry.path] = Listing(entries: [:], fetchedAt: clock.now, madeHere: true)
+                state.listings[entry.path] = Listing(entries: [:], fetchedAt: clock.now)
             }
         }
     }

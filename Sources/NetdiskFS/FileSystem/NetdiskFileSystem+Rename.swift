@@ -46,20 +46,6 @@ extension NetdiskFileSystem {
         // not yet here), the old version it is replacing, or a plain file or directory.
         var entry = try sourceWriter?.committed ?? metadata.entry(at: source)
         guard entry != nil || sourceWriter != nil else { throw FileSystemError.notFound }
-        // A file queued for upload (--writeback) is renamed in the queue; one uploading right now
-        // is waited for, then moved in the cloud like any other.
-        var movedInQueue = false
-        if let queued = entry, WritebackQueue.isQueued(fsID: queued.fsID), let writeback {
-            if try writeback.move(from: source, to: target) {
-                movedInQueue = true
-            } else {
-                if let why = writeback.waitCommitted(path: source, timeout: Self.queuedUploadWait) {
-                    throw FileSystemError(EIO, "\(source) is queued for upload and the upload keeps failing: \(why)")
-                }
-                entry = try metadata.entry(at: source)
-                guard entry != nil else { throw FileSystemError.notFound }
-            }
-        }
         let isDirectory = sourceWriter == nil && entry?.isDirectory == true
         if isDirectory && MetadataCache.isSelfOrDescendant(target, of: source) { throw FileSystemError(EINVAL) }
         try requireDirectory(RemotePath.split(target).parent)
@@ -85,8 +71,23 @@ extension NetdiskFileSystem {
             logger.info("rename \(source) -> \(target): the file being written at \(target) was replaced; nothing of it is committed")
         }
 
-        // A file queued at the target is replaced: its upload must not land over what moves there.
-        if !movedInQueue { writeback?.cancel(path: target) }
+        // A file queued for upload (--writeback) is renamed in the queue; one uploading right now
+        // is waited for, then moved in the cloud like any other.
+        var movedInQueue = false
+        if let queued = entry, WritebackQueue.isQueued(fsID: queued.fsID), let writeback {
+            if try writeback.move(from: source, to: target) {
+                movedInQueue = true
+            } else {
+                if let why = writeback.waitCommitted(path: source, timeout: Self.queuedUploadWait) {
+                    throw FileSystemError(EIO, "\(source) is queued for upload and the upload keeps failing: \(why)")
+                }
+                entry = try metadata.entry(at: source)
+                guard entry != nil else { throw FileSystemError.notFound }
+            }
+        }
+        // A file queued at the target is replaced once the move is done; until then it may not
+        // upload, and if the move fails it stays queued.
+        let targetQueued = !movedInQueue && !isDirectory && writeback?.entry(at: target) != nil
         if let entry, movedInQueue {
             // Uploads to the new name; an older file there is overwritten by that upload.
             metadata.didRename(from: source, to: target, entry: entry)
@@ -94,6 +95,7 @@ extension NetdiskFileSystem {
             // An empty file kept locally (the cloud refused it): it moves in the overlay below, and
             // replaces what the cloud holds at the target.
             if let existing, !existing.isDirectory, existing.fsID != OverlayAttributes.localFileID { try delete(target) }
+            if targetQueued { writeback?.cancel(path: target) }
             metadata.didRename(from: source, to: target, entry: entry)
         } else if let entry {
             let (directory, name) = RemotePath.split(target)
@@ -107,6 +109,11 @@ extension NetdiskFileSystem {
                 // No upload may land under the old path while the directory moves; what is queued
                 // under it follows.
                 try writeback.withSubtreePaused(source, movingTo: target, moveInCloud)
+            } else if targetQueued, let writeback {
+                try writeback.withSubtreePaused(target, movingTo: nil) {
+                    try moveInCloud()
+                    writeback.cancel(path: target)
+                }
             } else {
                 try moveInCloud()
             }

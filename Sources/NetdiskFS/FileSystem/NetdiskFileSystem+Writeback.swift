@@ -37,10 +37,16 @@ extension NetdiskFileSystem {
     /// The commit of a small file under `--writeback`: spooled, fsynced, journaled, queued. nil when
     /// the file is not one the queue takes (too large, empty, already failed).
     func spoolIfSmall(_ session: any WriteSession, path: String, mtime: Int64) throws -> RemoteEntry? {
-        guard let writeback, session.failure == nil else { return nil }
+        guard let writeback else { return nil }
         let size = session.size
-        guard size > 0, size <= writeback.options.threshold else { return nil }
-        let queued = try writeback.enqueue(path: path, size: size, mtime: mtime) { fd throws(NetdiskError) in
+        guard session.failure == nil, size > 0, size <= writeback.options.threshold else {
+            // This commit uploads itself: an older queued version must not land after it.
+            writeback.cancel(path: path)
+            return nil
+        }
+        let queued: WritebackQueue.Entry?
+        do {
+            queued = try writeback.enqueue(path: path, size: size, mtime: mtime) { fd throws(NetdiskError) in
             let chunk = 1 << 20
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 16)
             defer { buffer.deallocate() }
@@ -63,9 +69,30 @@ extension NetdiskFileSystem {
                 }
                 offset += Int64(got)
             }
+            }
+        } catch NetdiskError.localIO(let why) {
+            // The local disk failed us (full?): upload it now instead, as without --writeback.
+            logger.warning("write-back: cannot spool \(path) (\(why)); uploading it before close() returns")
+            writeback.cancel(path: path)
+            return nil
+        }
+        guard let queued else {
+            logger.warning("write-back queue full for 60 s (uploads failing?); \(path) uploads before close() returns")
+            writeback.cancel(path: path)
+            return nil
         }
         session.abort()
         return Self.queuedEntry(queued)
+    }
+
+    /// Deletes `remote` in the cloud; nothing there is fine.
+    func deleteInCloudIfThere(_ remote: String) throws {
+        let api = self.api
+        do throws(NetdiskError) {
+            try Blocking.await { () async throws(NetdiskError) in try await api.delete(paths: [remote]) }
+        } catch {
+            guard case .notFound = error else { throw error }
+        }
     }
 
     /// A queued file was committed in the cloud: show the real entry from now on.
@@ -87,12 +114,8 @@ extension NetdiskFileSystem {
         let uploadedMeanwhile = writeback.waitIfUploading(path: remote)
         writeback.cancel(path: remote)
         if uploadedMeanwhile { return false }
-        let api = self.api
-        do {
-            try Blocking.await { () async throws(NetdiskError) in try await api.delete(paths: [remote]) }
-        } catch NetdiskError.notFound {
-            // Nothing older in the cloud.
-        }
+        // An older version in the cloud goes too; there may be none.
+        try deleteInCloudIfThere(remote)
         metadata.didRemove(remote)
         overlay.remove(remote)
         overlay.touchDirectory(RemotePath.split(remote).parent)

@@ -122,7 +122,7 @@ public final class NetdiskFileSystem: Sendable {
             overlay.remove(remote)
             logger.info("unlink \(remote): upload in progress aborted, nothing committed")
         }
-        if !abortedWriter, try unlinkQueued(remote) { return }
+        if try unlinkQueued(remote) { return }
         guard let entry = try metadata.entry(at: remote) else {
             if abortedWriter { return }
             if case .link(let link)? = try resolve(remote) { return try delete(link.path) }
@@ -135,6 +135,16 @@ public final class NetdiskFileSystem: Sendable {
     /// Deletes in the cloud; `directory` also forgets the overlay of everything below it.
     func delete(_ remote: String, directory: Bool = false) throws {
         let api = self.api
+        if !directory, let writeback, writeback.entry(at: remote) != nil {
+            writeback.cancel(path: remote)
+            // It may have been only queued: nothing in the cloud then.
+            try deleteInCloudIfThere(remote)
+            metadata.didRemove(remote)
+            overlay.remove(remote)
+            overlay.touchDirectory(RemotePath.split(remote).parent)
+            logger.info("delete \(remote) (was queued for upload)")
+            return
+        }
         if !directory && overlay.isLocalFile(remote) {
             // An empty file the cloud refused lives only here.
             overlay.remove(remote)
@@ -175,8 +185,12 @@ public final class NetdiskFileSystem: Sendable {
             return Opened(handle: handles.add(OpenFile(reader: makeReader(entry))), keepCache: keep)
         }
         try requireWritable()
-        if handles.writer(for: remote) == nil { try settleQueued(remote, replacing: access == O_WRONLY && flags & O_TRUNC != 0) }
-        let existing = try metadata.entry(at: remote)
+        var existing = try metadata.entry(at: remote)
+        if let queued = existing, WritebackQueue.isQueued(fsID: queued.fsID), handles.writer(for: remote) == nil {
+            try settleQueued(remote, replacing: access == O_WRONLY && flags & O_TRUNC != 0)
+            // Replaced (dropped from the queue) or committed: the name exists either way.
+            existing = try metadata.entry(at: remote).flatMap { WritebackQueue.isQueued(fsID: $0.fsID) ? nil : $0 } ?? queued
+        }
         if existing?.isDirectory == true { throw FileSystemError.isDirectory }
         if existing == nil && handles.writer(for: remote) == nil { throw FileSystemError.notFound }
         let mode: WriteMode = (access == O_WRONLY && flags & O_TRUNC != 0) ? .streaming : .cached(existing: existing)
@@ -248,7 +262,13 @@ public final class NetdiskFileSystem: Sendable {
         if case .streaming = mode { pendingAtStart = true } else { pendingAtStart = false }
         var base: RemoteEntry?
         if case .cached(let existing) = mode { base = existing }
-        return PathWriter(remotePath: remote, session: session, pendingAtStart: pendingAtStart, base: base) { path, committed in
+        return PathWriter(remotePath: remote, session: session, pendingAtStart: pendingAtStart, base: base) { [weak self] path, committed in
+            var committed = committed
+            if WritebackQueue.isQueued(fsID: committed.fsID), let self {
+                // A write after a queued commit builds on it: the cloud must hold it first.
+                try self.settleQueued(path, replacing: false)
+                committed = try self.metadata.entry(at: path) ?? committed
+            }
             let again = try writers.makeSession(remotePath: path, mode: .cached(existing: committed))
             uploads.add(again, path: path)
             return again
@@ -288,8 +308,11 @@ public final class NetdiskFileSystem: Sendable {
             do { try writer.truncate(to: size) } catch { throw UploadFailure.wrap(error) }
             return
         }
-        try settleQueued(remote, replacing: size == 0)
-        guard let entry = try metadata.entry(at: remote) else { throw FileSystemError.notFound }
+        guard var entry = try metadata.entry(at: remote) else { throw FileSystemError.notFound }
+        if WritebackQueue.isQueued(fsID: entry.fsID) {
+            try settleQueued(remote, replacing: size == 0)
+            entry = try metadata.entry(at: remote).flatMap { WritebackQueue.isQueued(fsID: $0.fsID) ? nil : $0 } ?? entry
+        }
         if entry.isDirectory { throw FileSystemError.isDirectory }
         if entry.size == size { return }
         // A truncate of a closed file: a cached session over the old content, committed now.

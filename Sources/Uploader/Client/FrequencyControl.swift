@@ -24,7 +24,7 @@ public actor FrequencyControl {
     /// Waits out a pause in force (bounded by `maximum`).
     func waitTurn() async {
         while let resumeAt, resumeAt > .now {
-            try? await Task.sleep(until: resumeAt, clock: .continuous)
+            do { try await Task.sleep(until: resumeAt, clock: .continuous) } catch { return }
         }
     }
 

@@ -39,7 +39,8 @@ extension FileWriteSession {
                 switch error {
                 case .notLoggedIn, .quotaExceeded, .invalidName, .alreadyExists, .transport, .cancelled, .rateLimited:
                     throw error
-                case .tokenInvalid where strategy != .webPlaceholder:
+                case _ where !error.refuses(strategy):
+                    // A 5xx or the like says nothing about the strategy: the file fails as any would.
                     throw error
                 default:
                     refusals += 1

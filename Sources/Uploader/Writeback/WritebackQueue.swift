@@ -51,6 +51,8 @@ public final class WritebackQueue: @unchecked Sendable {
         public var lastError: String?
         public var nextAttemptAt: Double
         public var uploading: Bool
+        /// The spool file's name under `files/` (written and fsynced before the row).
+        public var file: String
         /// When the last attempt failed (seconds since 1970; 0: never).
         public var lastErrorAt: Double = 0
 
@@ -71,6 +73,10 @@ public final class WritebackQueue: @unchecked Sendable {
     private let condition = NSCondition()
     private var entries: [Int64: Entry] = [:]
     private var byPath: [String: Int64] = [:]
+    /// Ids by parent directory: a lookup lists one directory's queued files without a scan.
+    private var byParent: [String: Set<Int64>] = [:]
+    /// Bytes promised to enqueues still writing their spool files.
+    private var reservedBytes: Int64 = 0
     private var pausedSubtrees: [String] = []
     private var stopping = false
     private var workers: [Thread] = []
@@ -96,17 +102,16 @@ public final class WritebackQueue: @unchecked Sendable {
                     CREATE TABLE IF NOT EXISTS queue (
                         id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL, size INTEGER NOT NULL,
                         mtime INTEGER NOT NULL, enqueuedAt REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-                        lastError TEXT)
+                        lastError TEXT, file TEXT NOT NULL)
                     """)
             }
             let rows = try database.read { db in try Row.fetchAll(db, sql: "SELECT * FROM queue ORDER BY id") }
             for row in rows {
                 let entry = Entry(id: row["id"], remotePath: row["path"], size: row["size"], mtime: row["mtime"],
                                   enqueuedAt: row["enqueuedAt"], attempts: row["attempts"], lastError: row["lastError"],
-                                  nextAttemptAt: 0, uploading: false)
+                                  nextAttemptAt: 0, uploading: false, file: row["file"])
                 if let older = byPath[entry.remotePath] { forgetLocked(older) }
-                entries[entry.id] = entry
-                byPath[entry.remotePath] = entry.id
+                insertLocked(entry)
             }
         } catch {
             throw .localIO("cannot open the write-back queue in \(options.directory): \(error)")
@@ -129,8 +134,7 @@ public final class WritebackQueue: @unchecked Sendable {
         }
     }
 
-    func spoolPath(_ id: Int64) -> String { options.directory + "/files/\(id)" }
-    func pendingSpoolPath(_ token: String) -> String { options.directory + "/files/new-\(token)" }
+    func spoolPath(_ file: String) -> String { options.directory + "/files/" + file }
 
     // MARK: - What the mount shows
 
@@ -143,8 +147,8 @@ public final class WritebackQueue: @unchecked Sendable {
     /// Queued files directly in `directory`.
     public func entries(in directory: String) -> [Entry] {
         condition.withLock {
-            guard !entries.isEmpty else { return [] }
-            return entries.values.filter { Self.parent(of: $0.remotePath) == directory }
+            guard let ids = byParent[directory] else { return [] }
+            return ids.compactMap { entries[$0] }
         }
     }
 
@@ -153,61 +157,66 @@ public final class WritebackQueue: @unchecked Sendable {
 
     /// The spool file of a queued file, opened for reading (nil once it was committed).
     public func openSpool(id: Int64) -> LocalFileSource? {
-        guard condition.withLock({ entries[id] != nil }) else { return nil }
-        return try? LocalFileSource(path: spoolPath(id))
+        guard let file = condition.withLock({ entries[id]?.file }) else { return nil }
+        return try? LocalFileSource(path: spoolPath(file))
     }
 
     // MARK: - Enqueue
 
     /// Spools `size` bytes (written to the given descriptor by `fill`), fsyncs them, journals the
-    /// file, and returns its entry. Blocks while the spool is over its cap, and while another entry
-    /// for this path is uploading (it is replaced: the newer content wins).
-    public func enqueue(path: String, size: Int64, mtime: Int64,
-                        fill: (Int32) throws(NetdiskError) -> Void) throws(NetdiskError) -> Entry {
-        let token = UUID().uuidString
-        let pending = pendingSpoolPath(token)
-        let fd = open(pending, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw .localIO("cannot create \(pending): \(String(cString: strerror(errno)))") }
+    /// file, and returns its entry. Waits up to `maxWait` seconds while the spool is over its cap
+    /// (nil then: the caller uploads the file itself), and while another entry for this path is
+    /// uploading (it is replaced: the newer content wins).
+    public func enqueue(path: String, size: Int64, mtime: Int64, maxWait: Double = 60,
+                        fill: (Int32) throws(NetdiskError) -> Void) throws(NetdiskError) -> Entry? {
+        // Room first, so a full queue costs no spool write; an empty queue always takes one file.
+        let deadline = Date().addingTimeInterval(maxWait)
+        let reserved = condition.withLock { () -> Bool in
+            while !(entries.isEmpty && reservedBytes == 0),
+                  entries.values.reduce(0, { $0 + $1.size }) + reservedBytes + size > options.diskCap {
+                if stopping || Date() > deadline { return false }
+                condition.wait(until: min(deadline, Date().addingTimeInterval(1)))
+            }
+            reservedBytes += size
+            return true
+        }
+        guard reserved else { return nil }
+        defer { condition.withLock { reservedBytes -= size; condition.broadcast() } }
+
+        let file = UUID().uuidString
+        let spool = spoolPath(file)
+        let fd = open(spool, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw .localIO("cannot create \(spool): \(String(cString: strerror(errno)))") }
         do throws(NetdiskError) {
             try fill(fd)
-            guard fsync(fd) == 0 else { throw .localIO("fsync \(pending): \(String(cString: strerror(errno)))") }
+            guard fsync(fd) == 0 else { throw .localIO("fsync \(spool): \(String(cString: strerror(errno)))") }
         } catch {
             close(fd)
-            unlink(pending)
+            unlink(spool)
             throw error
         }
         close(fd)
+        // The file's name is in place and on disk before the row that names it.
+        Self.syncDirectory(options.directory + "/files")
 
         condition.lock()
         defer { condition.unlock() }
-        // Past the cap, wait for uploads to make room (an empty queue always takes one file).
-        while !entries.isEmpty, entries.values.reduce(0, { $0 + $1.size }) + size > options.diskCap, !stopping {
-            condition.wait(until: Date().addingTimeInterval(1))
-        }
         try replaceLocked(path)
         let now = Date().timeIntervalSince1970
         let id: Int64
         do {
             id = try database.write { db -> Int64 in
-                try db.execute(sql: "INSERT INTO queue (path, size, mtime, enqueuedAt) VALUES (?, ?, ?, ?)",
-                               arguments: [path, size, mtime, now])
+                try db.execute(sql: "INSERT INTO queue (path, size, mtime, enqueuedAt, file) VALUES (?, ?, ?, ?, ?)",
+                               arguments: [path, size, mtime, now, file])
                 return db.lastInsertedRowID
             }
         } catch {
-            unlink(pending)
+            unlink(spool)
             throw .localIO("cannot journal \(path) in the write-back queue: \(error)")
         }
-        guard rename(pending, spoolPath(id)) == 0 else {
-            let why = String(cString: strerror(errno))
-            _ = try? database.write { db in try db.execute(sql: "DELETE FROM queue WHERE id = ?", arguments: [id]) }
-            unlink(pending)
-            throw .localIO("cannot place the spool file of \(path): \(why)")
-        }
-        Self.syncDirectory(options.directory + "/files")
         let entry = Entry(id: id, remotePath: path, size: size, mtime: mtime, enqueuedAt: now, attempts: 0, lastError: nil,
-                          nextAttemptAt: 0, uploading: false)
-        entries[id] = entry
-        byPath[path] = id
+                          nextAttemptAt: 0, uploading: false, file: file)
+        insertLocked(entry)
         condition.broadcast()
         return entry
     }
@@ -268,9 +277,7 @@ public final class WritebackQueue: @unchecked Sendable {
         } catch {
             throw .localIO("cannot rename \(source) in the write-back queue: \(error)")
         }
-        byPath[source] = nil
-        byPath[target] = id
-        entries[id]?.remotePath = target
+        relocateLocked(id, to: target)
         return true
     }
 
@@ -293,17 +300,19 @@ public final class WritebackQueue: @unchecked Sendable {
         let result = try body()
         if let newDirectory {
             condition.withLock {
-                for (id, entry) in entries where Self.isSelfOrDescendant(entry.remotePath, of: directory) {
-                    let moved = newDirectory + entry.remotePath.dropFirst(directory.count)
-                    if (try? database.write({ db in
-                        try db.execute(sql: "UPDATE queue SET path = ? WHERE id = ?", arguments: [moved, id])
-                    })) == nil {
-                        logger.error("write-back queue: could not record the move of \(entry.remotePath) to \(moved)")
+                let moving = entries.values.filter { Self.isSelfOrDescendant($0.remotePath, of: directory) }
+                    .map { ($0.id, newDirectory + $0.remotePath.dropFirst(directory.count)) }
+                guard !moving.isEmpty else { return }
+                do {
+                    try database.write { db in
+                        for (id, moved) in moving {
+                            try db.execute(sql: "UPDATE queue SET path = ? WHERE id = ?", arguments: [moved, id])
+                        }
                     }
-                    byPath[entry.remotePath] = nil
-                    byPath[moved] = id
-                    entries[id]?.remotePath = moved
+                } catch {
+                    logger.error("write-back queue: could not record the move of \(directory) to \(newDirectory): \(error)")
                 }
+                for (id, moved) in moving { relocateLocked(id, to: moved) }
             }
         }
         return result
@@ -354,7 +363,7 @@ public final class WritebackQueue: @unchecked Sendable {
         while let entry = next() {
             let source: LocalFileSource
             do throws(NetdiskError) {
-                source = try LocalFileSource(path: spoolPath(entry.id))
+                source = try LocalFileSource(path: spoolPath(entry.file))
             } catch {
                 failed(entry, error)
                 continue
@@ -422,26 +431,48 @@ public final class WritebackQueue: @unchecked Sendable {
         if let id = byPath[path] { forgetLocked(id) }
     }
 
+    private func insertLocked(_ entry: Entry) {
+        entries[entry.id] = entry
+        byPath[entry.remotePath] = entry.id
+        byParent[Self.parent(of: entry.remotePath), default: []].insert(entry.id)
+    }
+
+    private func unindexLocked(_ entry: Entry) {
+        if byPath[entry.remotePath] == entry.id { byPath[entry.remotePath] = nil }
+        let parent = Self.parent(of: entry.remotePath)
+        byParent[parent]?.remove(entry.id)
+        if byParent[parent]?.isEmpty == true { byParent[parent] = nil }
+    }
+
+    private func relocateLocked(_ id: Int64, to path: String) {
+        guard var entry = entries[id] else { return }
+        unindexLocked(entry)
+        entry.remotePath = path
+        insertLocked(entry)
+    }
+
     private func forgetLocked(_ id: Int64) {
         guard let entry = entries.removeValue(forKey: id) else { return }
-        if byPath[entry.remotePath] == id { byPath[entry.remotePath] = nil }
+        unindexLocked(entry)
         _ = try? database.write { db in try db.execute(sql: "DELETE FROM queue WHERE id = ?", arguments: [id]) }
-        unlink(spoolPath(id))
+        unlink(spoolPath(entry.file))
     }
 
     private func isPausedLocked(_ path: String) -> Bool {
         pausedSubtrees.contains { Self.isSelfOrDescendant(path, of: $0) }
     }
 
-    /// Spool files no row names: a kill between writing one and journaling it.
+    /// Spool files no row names (a kill between writing one and journaling it: its close() had not
+    /// returned), and rows whose spool file is gone (deleted by hand): neither can be uploaded.
     private func removeUnreferencedFiles() {
         let directory = options.directory + "/files"
-        let known = Set(entries.keys.map { String($0) })
+        let known = Set(entries.values.map(\.file))
         for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where !known.contains(name) {
             unlink(directory + "/" + name)
         }
-        for entry in entries.values where !FileManager.default.fileExists(atPath: spoolPath(entry.id)) {
-            logger.error("write-back queue: the spool file of \(entry.remotePath) is missing; it cannot be uploaded")
+        for entry in entries.values where !FileManager.default.fileExists(atPath: spoolPath(entry.file)) {
+            logger.error("write-back queue: the spool file of \(entry.remotePath) is missing (\(spoolPath(entry.file))); it cannot be uploaded and leaves the queue")
+            forgetLocked(entry.id)
         }
     }
 
