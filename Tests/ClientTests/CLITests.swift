@@ -210,7 +210,7 @@ enum Subprocess {
             process.standardOutput = out
             process.standardError = err
             process.standardInput = FileHandle.nullDevice
-            do { try process.run() } catch { return .failure(.localIO("cannot run \(executable): \(error)")) }
+            do { try Spawning.lock.withLock { try process.run() } } catch { return .failure(.localIO("cannot run \(executable): \(error)")) }
             // Read both pipes to the end before waiting, so a chatty child never blocks on a full pipe.
             let errData = Mutex<Data>(Data())
             let reader = Thread { errData.withLock { $0 = err.fileHandleForReading.readDataToEndOfFile() } }
@@ -248,7 +248,7 @@ final class EmulatorProcess: @unchecked Sendable {
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice
-        try process.run()
+        try Spawning.lock.withLock { try process.run() }
         var line = Data()
         while !line.contains(UInt8(ascii: "\n")) {
             let chunk = out.fileHandleForReading.availableData
@@ -267,4 +267,10 @@ final class EmulatorProcess: @unchecked Sendable {
         process.terminate()
         process.waitUntilExit()
     }
+}
+
+/// One `Process.run()` at a time in this test process: swift-corelibs-foundation's spawn crashed
+/// (a bad memcpy inside Process.run) when many tests started children at once.
+enum Spawning {
+    static let lock = NSLock()
 }

@@ -193,6 +193,17 @@ final class MountFixture: @unchecked Sendable {
             if Date() > deadline { throw TestFailure.message("mount did not appear within 30 s: \(daemonLog())") }
             try await Task.sleep(for: .milliseconds(50))
         }
+        // A writable mount learns how the account streams in the background (a probe upload): let it
+        // finish, so tests that count calls or sample the cloud see only their own work.
+        if !extra.contains("--read-only") {
+            let state = path + "/state/netdiskfs"
+            let learnBy = Date().addingTimeInterval(20)
+            while Date() < learnBy && daemon.isRunning {
+                let names = (try? FileManager.default.contentsOfDirectory(atPath: state)) ?? []
+                if names.contains(where: { $0.hasPrefix("streaming-") }) || daemonLog().contains("could not learn how this account streams") { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
     }
 
     func daemonLog() -> String {

@@ -25,6 +25,7 @@ struct MountBackend: Sendable {
         var writebackThreshold: Int?
         var writebackUploads = 4
         var writebackMaxDisk = 1 << 30
+        var readOnly = false
     }
 
     /// The default global write-buffer budget: one streaming file uses up to slice × (threads +
@@ -78,9 +79,14 @@ struct MountBackend: Sendable {
                                                cacheDirectory: options.cacheDirectory ?? EngineOptions.defaultCacheDirectory())
             engine.conflictPolicy = .overwrite
             let staging = engine.stagingDirectory(for: RemotePath.join(root, "file"))
-            engine.streaming = StreamingStrategies(
+            let strategies = StreamingStrategies(
                 probe: StreamingStrategyProbe(api: client, scratchDirectory: staging),
                 store: StreamingStrategyStore.forAccount(uk: account.uk, endpoint: client.endpoints.api), logger: logger)
+            engine.streaming = strategies
+            if !options.readOnly && strategies.known == nil {
+                // Learned in the background now, so the first large file does not wait for the probe.
+                Thread.detachNewThread { _ = strategies.current() }
+            }
             // What a killed mount or put left behind: cache files and staging files nobody owns.
             CacheSweeper.sweep(cacheDirectory: engine.cacheDirectory, logger: logger)
             await StagingSweeper.sweep(api: client, directory: staging, logger: logger)

@@ -202,6 +202,7 @@ public struct MountCommand: AsyncParsableCommand {
         options.cacheDirectory = cacheDir
         options.maxMemory = maxMemory.flatMap(Self.parseSize)
         options.downloadConnections = downloadConnections
+        options.readOnly = readOnly
         options.writeback = writeback
         options.writebackThreshold = writebackThreshold.flatMap(Self.parseSize)
         options.writebackUploads = writebackUploads

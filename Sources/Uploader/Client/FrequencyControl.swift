@@ -48,4 +48,6 @@ public actor FrequencyControl {
     }
 
     public var isEngaged: Bool { engaged }
+    /// The pause the last engagement set.
+    var currentPause: Duration { pause }
 }
