@@ -23,7 +23,7 @@ struct MountBackend: Sendable {
         /// `--writeback`: queue files up to `writebackThreshold` bytes (nil: one slice) at close().
         var writeback = false
         var writebackThreshold: Int?
-        var writebackUploads = 4
+        var writebackUploads = 8
         var writebackMaxDisk = 1 << 30
         var readOnly = false
     }

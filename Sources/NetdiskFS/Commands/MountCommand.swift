@@ -70,8 +70,8 @@ public struct MountCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Largest file --writeback queues, e.g. 1M (default and most: one slice).", valueName: "size"))
     var writebackThreshold: String?
 
-    @Option(help: "Write-back uploads in parallel.")
-    var writebackUploads = 4
+    @Option(help: "Write-back uploads in parallel (each costs three round trips, so latency wants several).")
+    var writebackUploads = 8
 
     @Option(help: ArgumentHelp("Local disk the write-back queue may use, e.g. 1G (default); close() waits past it.", valueName: "size"))
     var writebackMaxDisk: String?
