@@ -195,46 +195,72 @@ enum Binary {
     }
 }
 
+/// Children started with posix_spawn, output to temp files: swift-corelibs-foundation's Process.run
+/// crashed (a bad memcpy while it closed inherited descriptors) when this test process had many open.
 enum Subprocess {
+    static func environment() -> [String: String] {
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("NETDISKFS_") }
+        environment["XDG_CONFIG_HOME"] = "/nonexistent-netdiskfs-xdg"
+        // What commands learn about an account (the streaming strategy) stays out of the user's home.
+        environment["XDG_STATE_HOME"] = NSTemporaryDirectory() + "netdiskfs-cli-tests-state"
+        return environment
+    }
+
+    /// Starts `executable` with stdin from /dev/null and stdout/stderr to the given files.
+    static func spawn(_ executable: String, _ arguments: [String], stdout: String, stderr: String) throws(NetdiskError) -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = environment().map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { (argv + envp).forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, executable, &actions, nil, argv, envp)
+        guard rc == 0 else { throw .localIO("cannot run \(executable): \(String(cString: strerror(rc)))") }
+        return pid
+    }
+
+    static func wait(_ pid: pid_t) -> Int32 {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        if status & 0x7f == 0 { return (status >> 8) & 0xff }
+        return 128 + (status & 0x7f)
+    }
+
     static func run(_ executable: String, _ arguments: [String]) async throws -> CLI.Result {
         try await BlockingIO.run { () -> Swift.Result<CLI.Result, NetdiskError> in
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = arguments
-            var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("NETDISKFS_") }
-            environment["XDG_CONFIG_HOME"] = "/nonexistent-netdiskfs-xdg"
-            // What commands learn about an account (the streaming strategy) stays out of the user's home.
-            environment["XDG_STATE_HOME"] = NSTemporaryDirectory() + "netdiskfs-cli-tests-state"
-            process.environment = environment
-            let out = Pipe(), err = Pipe()
-            process.standardOutput = out
-            process.standardError = err
-            process.standardInput = FileHandle.nullDevice
-            do { try Spawning.lock.withLock { try process.run() } } catch { return .failure(.localIO("cannot run \(executable): \(error)")) }
-            // Read both pipes to the end before waiting, so a chatty child never blocks on a full pipe.
-            let errData = Mutex<Data>(Data())
-            let reader = Thread { errData.withLock { $0 = err.fileHandleForReading.readDataToEndOfFile() } }
-            reader.start()
-            let outData = out.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            while reader.isExecuting || !reader.isFinished { usleep(1000) }
-            return .success(CLI.Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                                       stderr: String(decoding: errData.withLock { $0 }, as: UTF8.self)))
+            let base = NSTemporaryDirectory() + "netdiskfs-cli-\(UUID().uuidString)"
+            defer { unlink(base + ".out"); unlink(base + ".err") }
+            let pid: pid_t
+            do throws(NetdiskError) {
+                pid = try spawn(executable, arguments, stdout: base + ".out", stderr: base + ".err")
+            } catch {
+                return .failure(error)
+            }
+            let status = wait(pid)
+            let out = (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? ""
+            let err = (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? ""
+            return .success(CLI.Result(status: status, stdout: out, stderr: err))
         }
     }
 }
 
 /// `netdiskfs emulator --listen 127.0.0.1:0` as a child process, for the new-user flow.
 final class EmulatorProcess: @unchecked Sendable {
-    let process: Process
+    let pid: pid_t
     let url: String
+    private let output: String
 
-    private init(process: Process, url: String) {
-        self.process = process
+    private init(pid: pid_t, url: String, output: String) {
+        self.pid = pid
         self.url = url
+        self.output = output
     }
 
-    /// Starts the child and reads its first line on a dedicated thread (the read blocks).
+    /// Starts the child and waits for its first line on a dedicated thread.
     static func start(_ extra: [String] = []) async throws -> EmulatorProcess {
         try await BlockingIO.run { () -> Swift.Result<EmulatorProcess, NetdiskError> in
             do { return .success(try startBlocking(extra)) } catch { return .failure(.localIO("\(error)")) }
@@ -242,35 +268,26 @@ final class EmulatorProcess: @unchecked Sendable {
     }
 
     private static func startBlocking(_ extra: [String]) throws -> EmulatorProcess {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Binary.netdiskfs)
-        process.arguments = ["emulator", "--listen", "127.0.0.1:0"] + extra
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = FileHandle.nullDevice
-        try Spawning.lock.withLock { try process.run() }
-        var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) {
-            let chunk = out.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            line.append(chunk)
+        let output = NSTemporaryDirectory() + "netdiskfs-emulator-\(UUID().uuidString).out"
+        let pid = try Subprocess.spawn(Binary.netdiskfs, ["emulator", "--listen", "127.0.0.1:0"] + extra,
+                                       stdout: output, stderr: "/dev/null")
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+            if let range = text.range(of: "http://[0-9.:]+", options: .regularExpression), text.contains("\n") {
+                return EmulatorProcess(pid: pid, url: String(text[range]), output: output)
+            }
+            usleep(20_000)
         }
-        let text = String(decoding: line, as: UTF8.self)
-        guard let range = text.range(of: "http://[0-9.:]+", options: .regularExpression) else {
-            process.terminate()
-            throw CommandError("emulator did not print its URL: \(text)")
-        }
-        return EmulatorProcess(process: process, url: String(text[range]))
+        kill(pid, SIGTERM)
+        _ = Subprocess.wait(pid)
+        unlink(output)
+        throw CommandError("emulator did not print its URL within 30 s")
     }
 
     func stop() {
-        process.terminate()
-        process.waitUntilExit()
+        kill(pid, SIGTERM)
+        _ = Subprocess.wait(pid)
+        unlink(output)
     }
-}
-
-/// One `Process.run()` at a time in this test process: swift-corelibs-foundation's spawn crashed
-/// (a bad memcpy inside Process.run) when many tests started children at once.
-enum Spawning {
-    static let lock = NSLock()
 }
