@@ -223,23 +223,3 @@ struct BackupTests {
         await fixture.tearDown()
     }
 }
-
-/// Memory stays flat in the file's size at SVIP (16 MiB slices): a 1 GiB copy once peaked at 1 GiB.
-@Suite(.serialized, .enabled(if: FuseSupport.shouldRun, "needs /dev/fuse (set CI=true to fail instead of skipping)"))
-struct MemoryFlatnessTests {
-    @Test func svipCopyPeakStaysFarBelowTheFileSize() async throws {
-        var options = EmulatorOptions()
-        options.vipType = 2
-        try await withMount(emulatorOptions: options) { m in
-            let size = 768 << 20
-            try await shell("head -c \(size) /dev/urandom > \(m.local("big")) && cp \(m.local("big")) \(m.mounted("big"))")
-            let pid = try #require(m.daemon?.pid)
-            let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
-            let peak = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }
-                .flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") } ?? -1
-            // 48 MiB of write budget, the read budget, the runtime: well under 256 MiB (it was ~the file).
-            #expect(peak > 0 && peak < 256 << 10, "peak daemon RSS \(peak / 1024) MiB for a \(size >> 20) MiB copy")
-            #expect(try await m.cloudFiles()[m.remote("big")]?.size == Int64(size))
-        }
-    }
-}

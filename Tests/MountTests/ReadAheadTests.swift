@@ -18,18 +18,19 @@ import Uploader
         let requests = Mutex([(offset: Int64, length: Int)]())
         init(size: Int64) { self.size = size }
         static func byte(at offset: Int64) -> UInt8 { UInt8(truncatingIfNeeded: (offset &* 2_654_435_761) >> 13) }
-        func download(fsID: UInt64, offset: Int64, length: Int) throws(NetdiskError) -> [UInt8] {
-            requests.withLock { $0.append((offset, length)) }
-            let end = min(size, offset + Int64(length))
-            guard offset < end else { return [] }
-            return (offset..<end).map(Self.byte(at:))
+        func download(fsID: UInt64, offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(NetdiskError) -> Int {
+            requests.withLock { $0.append((offset, buffer.count)) }
+            let end = min(size, offset + Int64(buffer.count))
+            guard offset < end else { return 0 }
+            for position in offset..<end { buffer[Int(position - offset)] = Self.byte(at: position) }
+            return Int(end - offset)
         }
         var count: Int { requests.withLock { $0.count } }
         var bytesFetched: Int64 { requests.withLock { $0.reduce(0) { $0 + Int64($1.length) } } }
     }
 
     static func reader(size: Int64, source: CountingSource,
-                       budget: ReadAheadBudget = ReadAheadBudget(limit: 4 << 20)) -> RemoteFileReader {
+                       budget: MemoryBudget = MemoryBudget(bytes: 4 << 20)) -> RemoteFileReader {
         let entry = RemoteEntry(fsID: 7, path: "/f", name: "f", size: size, isDirectory: false)
         return RemoteFileReader(entry: entry, links: source, budget: budget, tuning: tuning)
     }
@@ -104,7 +105,7 @@ import Uploader
     @Test func readAheadStaysWithinTheBudget() throws {
         let size: Int64 = 12 << 20
         let source = CountingSource(size: size)
-        let budget = ReadAheadBudget(limit: 512 << 10)
+        let budget = MemoryBudget(bytes: 512 << 10)
         var reader: RemoteFileReader? = Self.reader(size: size, source: source, budget: budget)
         var buffer = [UInt8](repeating: 0, count: Self.request)
         var offset: Int64 = 0
@@ -118,9 +119,10 @@ import Uploader
         // Background fetches give their reservation back when they finish.
         var released = false
         for _ in 0..<200 where !released {
-            released = budget.reserve(512 << 10)
+            released = budget.inUse == 0
             if !released { Thread.sleep(forTimeInterval: 0.01) }
         }
-        #expect(released, "the whole budget is free again once the reader is gone")
+        #expect(released, "the whole budget is free again once the reader is gone: \(budget.usage)")
+        #expect(budget.usage.peak <= 512 << 10 + Self.request, "reads stayed within the budget: \(budget.usage)")
     }
 }

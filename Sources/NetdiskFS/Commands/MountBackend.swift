@@ -28,13 +28,14 @@ struct MountBackend: Sendable {
         var readOnly = false
     }
 
-    /// The default global write-buffer budget: one streaming file uses up to slice × (threads +
-    /// reorder window) = 24 MiB at 4 MiB slices; 48 MiB lets two stream at full speed and keeps the
-    /// daemon under ~96 MiB resident. More files share it and wait for buffers; they never fail.
-    static let defaultMaxMemory = 48 << 20
+    /// The default memory budget for write slices, read-ahead and transfer buffers together.
+    /// More files share it and wait for buffers; they never fail.
+    static let defaultMaxMemory = 64 << 20
 
     let api: any NetdiskAPI
     let writers: any WriteSessionFactory
+    /// The one budget writers and readers share.
+    let memory: MemoryBudget
     let remoteRoot: String
     let emulatorURL: String?
     /// The account (its `uk`): the metadata overlay is kept per account.
@@ -75,7 +76,7 @@ struct MountBackend: Sendable {
             let root = RemotePath(root: options.root ?? settings.remoteRoot).root
             warnOutsideAppFolder(root, logger: logger, isEmulator: options.emulator || options.emulatorURL != nil)
             try await ensureDirectory(root, client: client)
-            var engine = EngineOptions.forTier(account.tier, sliceSize: sliceSize(for: account.tier), threads: 4,
+            var engine = EngineOptions.forTier(account.tier, sliceSize: EngineOptions.smallestSlice(for: account.tier), threads: 4,
                                                cacheDirectory: options.cacheDirectory ?? EngineOptions.defaultCacheDirectory())
             engine.conflictPolicy = .overwrite
             let staging = engine.stagingDirectory(for: RemotePath.join(root, "file"))
@@ -90,8 +91,9 @@ struct MountBackend: Sendable {
             // What a killed mount or put left behind: cache files and staging files nobody owns.
             CacheSweeper.sweep(cacheDirectory: engine.cacheDirectory, logger: logger)
             await StagingSweeper.sweep(api: client, directory: staging, logger: logger)
-            let writers = EngineWriteSessionFactory(api: client, options: engine, maxMemory: options.maxMemory ?? defaultMaxMemory,
-                                                    logger: logger)
+            // At least one slice, or no file could ever make progress.
+            let memory = MemoryBudget(bytes: max(options.maxMemory ?? defaultMaxMemory, engine.sliceSize))
+            let writers = EngineWriteSessionFactory(api: client, options: engine, budget: memory, logger: logger)
             var writeback: WritebackQueue?
             let directory = XDGDirectories.netdiskfs(.state) + "/writeback-\(account.uk)"
             // Without --writeback, a queue an earlier mount left is still uploaded (and takes no new files).
@@ -126,7 +128,7 @@ struct MountBackend: Sendable {
                 }
             }
             let emulator = server
-            return MountBackend(api: client, writers: writers, remoteRoot: root, emulatorURL: server?.baseURL ?? options.emulatorURL,
+            return MountBackend(api: client, writers: writers, memory: memory, remoteRoot: root, emulatorURL: server?.baseURL ?? options.emulatorURL,
                                 account: account, downloadConnections: connections, writeback: writeback) {
                 await emulator?.shutdown()
             }
@@ -134,15 +136,6 @@ struct MountBackend: Sendable {
             await server?.shutdown()
             throw error
         }
-    }
-
-    /// The smallest slice (from 4 MiB, doubling) whose 2048 parts still hold the tier's largest file:
-    /// 4 MiB normal, 8 MiB VIP, 16 MiB SVIP. Smaller slices than the tier allows keep a streaming
-    /// file's buffers (slice × (threads + 1)) and so the daemon's memory small.
-    static func sliceSize(for tier: AccountTier) -> Int {
-        var slice = BaiduProtocol.minFirstPartSize
-        while Int64(slice) * Int64(BaiduProtocol.maxParts) < tier.maxFileSize && slice < tier.maxSliceSize { slice *= 2 }
-        return slice
     }
 
     /// Baidu lets most app keys upload only under the user's own `/apps/<app name>` (31064 elsewhere);

@@ -57,7 +57,7 @@ public struct MountCommand: AsyncParsableCommand {
     @Option(help: "FUSE worker threads.")
     var threads = 16
 
-    @Option(help: "Global write-buffer budget shared by all files being written, e.g. 48M or 1G (default: 48M). Writers wait past it; they do not fail.")
+    @Option(help: "The daemon's one memory budget for write slices, read-ahead and transfer buffers, e.g. 64M or 1G (default: 64M). Past it writers and readers wait; they never fail. `netdiskfs status` shows its use.")
     var maxMemory: String?
 
     @Option(help: "Download connections the account holds at once, across all readers (default: 1 on a normal account, which Baidu throttles for more; 4 VIP; 8 SVIP).")
@@ -112,6 +112,7 @@ public struct MountCommand: AsyncParsableCommand {
         }
 
         signal(SIGPIPE, SIG_IGN)
+        AllocatorTuning.configure()
         let logFD: Int32
         do { logFD = try MountLogging.openLogFile(for: mountpoint) } catch { reporter.fail("cannot open the log file: \(error)") }
         let descriptors = readyFD == nil ? [logFD, STDERR_FILENO] : [STDERR_FILENO]
@@ -141,7 +142,8 @@ public struct MountCommand: AsyncParsableCommand {
             reporter.fail("cannot open the metadata overlay \(overlayPath): \(error)")
         }
         overlay.startFlushing()
-        let fileSystem = NetdiskFileSystem(api: backend.api, writers: backend.writers, options: fsOptions, overlay: overlay,
+        let fileSystem = NetdiskFileSystem(api: backend.api, writers: backend.writers, memory: backend.memory,
+                                           options: fsOptions, overlay: overlay,
                                            writeback: backend.writeback, logger: logger)
 
         var mountOptions = ["fsname=netdiskfs", "subtype=netdiskfs"]

@@ -13,7 +13,7 @@ public struct PutCommand: AsyncParsableCommand {
         abstract: "Upload a local file, or stream standard input, to the cloud.",
         discussion: """
             SRC '-' reads standard input and streams it: parts are hashed and uploaded while the \
-            data arrives, with no local spool file and memory bounded at about chunk size × (threads + 2). \
+            data arrives, with no local spool file and memory bounded by --max-memory. \
             The file appears at DST only once it is complete.
 
             A local file takes the cached path: it is hashed first (content MD5, slice MD5, block list), \
@@ -43,9 +43,14 @@ public struct PutCommand: AsyncParsableCommand {
     var threads: Int = 4
 
     @Option(name: .long, help: ArgumentHelp(
-        "Part size, e.g. 4M (default and maximum: the account tier's slice size, 4 MiB normal, 16 MiB VIP, 32 MiB SVIP). Baidu refuses multi-part files whose parts are under 4 MiB.",
+        "Part size, e.g. 4M (default: the smallest whose 2048 parts hold the file, or for stdin the tier's largest file: 4 MiB normal, 8 MiB VIP, 16 MiB SVIP; at most the tier's slice size, 4/16/32 MiB). Baidu refuses multi-part files whose parts are under 4 MiB.",
         valueName: "size"))
     var chunkSize: ByteCount?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Memory for parts in flight, e.g. 32M (default). Upload concurrency shrinks to fit: at least one part is always in memory.",
+        valueName: "size"))
+    var maxMemory: ByteCount?
 
     @Flag(name: .long, help: "No progress bar, only the summary line.")
     var quiet = false
@@ -57,6 +62,7 @@ public struct PutCommand: AsyncParsableCommand {
     }
 
     public func run() async throws {
+        AllocatorTuning.configure()
         try await CommandRunner.run("put") {
             let settings = try global.settings()
             let client = try global.makeClient()
@@ -66,7 +72,9 @@ public struct PutCommand: AsyncParsableCommand {
             if let chunk = chunkSize?.bytes, chunk > tier.maxSliceSize {
                 throw CommandError("--chunk-size \(chunk) exceeds the \(tier.displayName) account's slice size \(tier.maxSliceSize)")
             }
-            var options = EngineOptions.forTier(tier, sliceSize: chunkSize?.bytes, threads: threads)
+            let fileSize = source == "-" ? nil : (try? FileManager.default.attributesOfItem(atPath: source)[.size] as? Int64) ?? nil
+            var options = EngineOptions.forTier(tier, sliceSize: chunkSize?.bytes ?? EngineOptions.smallestSlice(for: tier, holding: fileSize),
+                                                threads: threads)
             options.conflictPolicy = .overwrite
             var remote = CLIPath.resolve(destination, root: settings.remoteRoot)
             let sourceName = source == "-" ? "" : (source as NSString).lastPathComponent
@@ -92,10 +100,18 @@ public struct PutCommand: AsyncParsableCommand {
         }
     }
 
+    /// The default: two 16 MiB SVIP parts (one filling, one uploading), eight at 4 MiB.
+    static let defaultMaxMemory = 32 << 20
+
+    /// `put`'s own budget: never less than one part, so the upload always makes progress.
+    private func budget(_ options: EngineOptions) -> MemoryBudget {
+        MemoryBudget(bytes: max(maxMemory?.bytes ?? Self.defaultMaxMemory, options.sliceSize))
+    }
+
     private func streamStandardInput(to remote: String, client: BaiduClient, options: EngineOptions,
                                      reporter: TransferReporter, logger: Logger) async throws {
         let session = FileWriteSession(api: client, remotePath: remote, mode: .streaming, options: options,
-                                       budget: MemoryBudget(bytes: options.sliceSize * (options.threads + options.reorderWindowSlices)),
+                                       budget: budget(options),
                                        logger: logger, progressObserver: { reporter.update($0) })
         // stdin is read on a dedicated thread: read(2) blocks, and the session applies backpressure.
         let entry = try await runOnDedicatedThread(name: "netdiskfs.stdin") { () throws(NetdiskError) -> RemoteEntry in
@@ -127,7 +143,7 @@ public struct PutCommand: AsyncParsableCommand {
         let journal = try UploadJournal(path: options.cacheDirectory + "/journal.sqlite")
         let counters = ProgressCounters(mode: .cached, observer: { reporter.update($0) })
         let upload = CachedUpload(api: client, options: options,
-                                  budget: MemoryBudget(bytes: options.sliceSize * (options.threads + 1)),
+                                  budget: budget(options),
                                   journal: journal, progress: counters, logger: logger)
         let path = source
         let entry = try await runOnDedicatedThread(name: "netdiskfs.put") { () throws(NetdiskError) -> RemoteEntry in

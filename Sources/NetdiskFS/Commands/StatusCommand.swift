@@ -63,6 +63,11 @@ public struct StatusCommand: ParsableCommand {
         for snapshot in snapshots {
             let age = Date().timeIntervalSince1970 - snapshot.updated
             print("\(snapshot.mountpoint) (pid \(snapshot.pid)\(age > 5 ? ", status \(Int(age)) s old" : ""))")
+            if let memory = snapshot.memory {
+                print("  memory budget: \(Self.bytes(Int64(memory.inUse))) of \(Self.bytes(Int64(memory.capacity))) in use"
+                      + " (writes \(Self.bytes(Int64(memory.writes))), read-ahead \(Self.bytes(Int64(memory.reads)))),"
+                      + " peak \(Self.bytes(Int64(memory.peak)))")
+            }
             if let queued = snapshot.queued, !queued.isEmpty {
                 let bytes = queued.reduce(Int64(0)) { $0 + $1.size }
                 print("  write-back queue: \(queued.count) file(s), \(Self.bytes(bytes)) closed and waiting for upload")

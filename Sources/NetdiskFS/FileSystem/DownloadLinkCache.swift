@@ -28,14 +28,16 @@ final class DownloadLinkCache: Sendable {
     }
 
     /// Reads a range through the file's dlink, fetching a new link once if the old one is stale.
-    func download(fsID: UInt64, offset: Int64, length: Int) throws(NetdiskError) -> [UInt8] {
+    func download(fsID: UInt64, offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(NetdiskError) -> Int {
+        guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
         let api = self.api
+        let sink = BufferSink(base: base, capacity: buffer.count)
         var attempt = 0
         while true {
             let link = try self.link(for: fsID)
             do throws(NetdiskError) {
                 return try Blocking.await { () async throws(NetdiskError) in
-                    try await api.download(dlink: link, offset: offset, length: length)
+                    try await api.download(dlink: link, offset: offset, into: sink)
                 }
             } catch {
                 attempt += 1
@@ -54,23 +56,24 @@ final class DownloadLinkCache: Sendable {
     }
 }
 
-/// Bytes of read-ahead held by all open files together; a reader that cannot reserve more
-/// stops growing its window instead of growing memory.
-final class ReadAheadBudget: Sendable {
-    let limit: Int
-    private let used = Mutex(0)
+extension DownloadLinkCache: RangeSource {
+    var canStream: Bool { true }
 
-    init(limit: Int) { self.limit = limit }
-
-    func reserve(_ bytes: Int) -> Bool {
-        used.withLock { used in
-            guard used + bytes <= limit else { return false }
-            used += bytes
-            return true
+    /// One paced GET of the range (see `DownloadStream`); a stale link is fetched again once.
+    func stream(fsID: UInt64, offset: Int64, length: Int64, into sink: ResponseSink) throws(NetdiskError) {
+        let api = self.api
+        var attempt = 0
+        while true {
+            let link = try self.link(for: fsID)
+            do throws(NetdiskError) {
+                return try Blocking.await { () async throws(NetdiskError) in
+                    try await api.stream(dlink: link, offset: offset, length: length, into: sink)
+                }
+            } catch {
+                attempt += 1
+                guard attempt == 1, Self.isStaleLink(error) else { throw error }
+                invalidate(fsID)
+            }
         }
-    }
-
-    func release(_ bytes: Int) {
-        used.withLock { $0 -= bytes }
     }
 }

@@ -17,7 +17,7 @@ extension FileWriteSession: WriteSession {
     public var bytesUploaded: Int64 { progress.bytesAcknowledged }
 }
 
-/// Makes engine sessions under one global write-buffer budget (`--max-memory`).
+/// Makes engine sessions under the daemon's one memory budget (`--max-memory`).
 ///
 /// Every session draws its slice buffers from one shared `MemoryBudget`: past it, writers wait for
 /// buffers that other files' finished parts give back; they do not fail. Why shared rather than a
@@ -28,15 +28,14 @@ extension FileWriteSession: WriteSession {
 public struct EngineWriteSessionFactory: WriteSessionFactory {
     let api: any NetdiskAPI
     let options: EngineOptions
-    /// The global write-buffer budget (the write-back uploads draw from it too).
+    /// The daemon's memory budget (read-ahead and the write-back uploads draw from it too).
     public let budget: MemoryBudget
     let logger: Logger
 
-    public init(api: any NetdiskAPI, options: EngineOptions, maxMemory: Int, logger: Logger) {
+    public init(api: any NetdiskAPI, options: EngineOptions, budget: MemoryBudget, logger: Logger) {
         self.api = api
         self.options = options
-        // At least one slice, or no file could ever make progress.
-        self.budget = MemoryBudget(bytes: max(maxMemory, options.sliceSize))
+        self.budget = budget
         self.logger = logger
     }
 

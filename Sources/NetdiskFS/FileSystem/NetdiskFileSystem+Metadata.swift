@@ -191,8 +191,11 @@ extension NetdiskFileSystem {
         guard case .link(let link)? = try resolve(remote) else { throw FileSystemError(EINVAL) }
         if let target = overlay.attributes(at: link.path, for: link)?.linkTarget { return target }
         guard link.size > 0 else { return "" }
-        let bytes = try links.download(fsID: link.fsID, offset: 0, length: Int(link.size))
-        let target = String(decoding: bytes, as: UTF8.self)
+        var bytes = [UInt8](repeating: 0, count: Int(min(link.size, 4096)))
+        let count = try bytes.withUnsafeMutableBytes { buffer throws(NetdiskError) in
+            try links.download(fsID: link.fsID, offset: 0, into: buffer)
+        }
+        let target = String(decoding: bytes.prefix(count), as: UTF8.self)
         overlay.update(link.path, entry: link) { $0.linkTarget = target }
         return target
     }

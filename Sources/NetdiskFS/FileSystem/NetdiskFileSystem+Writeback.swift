@@ -104,7 +104,7 @@ extension NetdiskFileSystem {
     /// A reader of a queued file reads its spool file; nil when it was committed meanwhile.
     func queuedReader(_ entry: RemoteEntry) -> RemoteFileReader? {
         guard let writeback, let spool = writeback.openSpool(id: Self.queuedID(entry.fsID)) else { return nil }
-        return RemoteFileReader(entry: entry, links: SpoolRangeSource(spool: spool), budget: readBudget, tuning: readAheadTuning)
+        return RemoteFileReader(entry: entry, links: SpoolRangeSource(spool: spool), budget: memory, tuning: readAheadTuning)
     }
 
     /// unlink(2) of a queued file: it is dropped (after its upload, if one runs), and an older
@@ -128,10 +128,7 @@ extension NetdiskFileSystem {
 struct SpoolRangeSource: RangeSource {
     let spool: LocalFileSource
 
-    func download(fsID: UInt64, offset: Int64, length: Int) throws(NetdiskError) -> [UInt8] {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, length), alignment: 16)
-        defer { buffer.deallocate() }
-        let got = try spool.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]), at: offset)
-        return Array(UnsafeRawBufferPointer(rebasing: buffer[0..<got]))
+    func download(fsID: UInt64, offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(NetdiskError) -> Int {
+        try spool.read(into: buffer, at: offset)
     }
 }

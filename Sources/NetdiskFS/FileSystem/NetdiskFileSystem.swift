@@ -13,7 +13,6 @@ public final class NetdiskFileSystem: Sendable {
         public var root: String = "/"
         public var readOnly = false
         public var dirCacheTTL: Duration = .seconds(30)
-        public var readAheadLimit = 64 << 20
         /// Download connections the account may hold at once (1 for a normal account): read-ahead
         /// keeps at most this many windows in flight, and makes them larger when it is one.
         public var downloadConnections = 3
@@ -25,7 +24,8 @@ public final class NetdiskFileSystem: Sendable {
     let paths: RemotePath
     let metadata: MetadataCache
     let links: DownloadLinkCache
-    let readBudget: ReadAheadBudget
+    /// The daemon's one memory budget: read-ahead windows draw from it beside the write slices.
+    let memory: MemoryBudget
     let writers: any WriteSessionFactory
     let uploads = UploadRegistry()
     let logger: Logger
@@ -44,7 +44,7 @@ public final class NetdiskFileSystem: Sendable {
     /// Who owns what the overlay says nothing about: the user who mounted.
     let defaultOwner = (uid: UInt32(getuid()), gid: UInt32(getgid()))
 
-    public init(api: any NetdiskAPI, writers: any WriteSessionFactory, options: Options,
+    public init(api: any NetdiskAPI, writers: any WriteSessionFactory, memory: MemoryBudget, options: Options,
                 overlay: MetadataOverlay? = nil, writeback: WritebackQueue? = nil, logger: Logger) {
         self.api = api
         self.writeback = writeback
@@ -58,7 +58,7 @@ public final class NetdiskFileSystem: Sendable {
                                       pendingEntries: { directory in
                                           writeback?.entries(in: directory).map(NetdiskFileSystem.queuedEntry) ?? [] })
         self.links = DownloadLinkCache(api: api)
-        self.readBudget = ReadAheadBudget(limit: options.readAheadLimit)
+        self.memory = memory
         var tuning = RemoteFileReader.Tuning()
         tuning.prefetchDepth = max(1, min(3, options.downloadConnections))
         // One connection: each window is one request and one round trip, so fewer, larger ones.
@@ -66,6 +66,7 @@ public final class NetdiskFileSystem: Sendable {
         self.readAheadTuning = tuning
         self.logger = logger
         uploads.queue.withLock { $0 = writeback }
+        uploads.memory.withLock { $0 = memory }
         writeback?.start { [weak self] queued, committed in self?.queuedFileCommitted(queued, as: committed) }
     }
 
@@ -243,10 +244,10 @@ public final class NetdiskFileSystem: Sendable {
             if let reader = queuedReader(entry) { return reader }
             // Committed meanwhile: the cloud's copy.
             if let committed = try? metadata.entry(at: entry.path), !WritebackQueue.isQueued(fsID: committed.fsID) {
-                return RemoteFileReader(entry: committed, links: links, budget: readBudget, tuning: readAheadTuning)
+                return RemoteFileReader(entry: committed, links: links, budget: memory, tuning: readAheadTuning)
             }
         }
-        return RemoteFileReader(entry: entry, links: links, budget: readBudget, tuning: readAheadTuning)
+        return RemoteFileReader(entry: entry, links: links, budget: memory, tuning: readAheadTuning)
     }
 
     private func makeWriter(_ remote: String, mode: WriteMode) throws -> PathWriter {

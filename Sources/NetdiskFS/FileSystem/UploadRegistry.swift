@@ -25,6 +25,8 @@ final class UploadRegistry: Sendable {
         var uploads: [Upload]
         /// `--writeback`: files closed and waiting for their upload (nil without write-back).
         var queued: [Queued]? = nil
+        /// The memory budget's use (nil from a daemon older than the shared budget).
+        var memory: MemoryBudget.Usage? = nil
     }
 
     /// A file in the write-back queue.
@@ -60,6 +62,8 @@ final class UploadRegistry: Sendable {
 
     /// The write-back queue, shown in the snapshot.
     let queue = Mutex<WritebackQueue?>(nil)
+    /// The daemon's memory budget, shown in the snapshot.
+    let memory = Mutex<MemoryBudget?>(nil)
 
     func snapshot(mountpoint: String, emulatorURL: String? = nil) -> Snapshot {
         let now = Date().timeIntervalSince1970
@@ -86,7 +90,7 @@ final class UploadRegistry: Sendable {
                    uploading: $0.uploading)
         }
         return Snapshot(pid: getpid(), mountpoint: mountpoint, emulatorURL: emulatorURL, updated: now, uploads: uploads,
-                        queued: queued)
+                        queued: queued, memory: memory.withLock { $0 }?.usage)
     }
 }
 

@@ -14,6 +14,12 @@ public protocol NetdiskAPI: Sendable {
     func downloadLinks(fsIDs: [UInt64]) async throws(NetdiskError) -> [UInt64: String]
     /// Reads `length` bytes at `offset` through a dlink (following the 302 to the CDN).
     func download(dlink: String, offset: Int64, length: Int) async throws(NetdiskError) -> [UInt8]
+    /// The same, written into `sink` (up to its capacity); returns the bytes received (0 past the end).
+    func download(dlink: String, offset: Int64, into sink: BufferSink) async throws(NetdiskError) -> Int
+    /// One long ranged GET of `length` bytes at `offset` into a sink that paces it (pausing the
+    /// transfer when it has no room): the round trip is paid once per stream, not once per window.
+    /// No retries (bytes already handed over cannot be taken back); returns when the range ended.
+    func stream(dlink: String, offset: Int64, length: Int64, into sink: ResponseSink) async throws(NetdiskError)
 
     /// xpan precreate with the real size and block list (rapid upload and resume).
     func precreate(path: String, size: Int64, blockList: [String], contentMD5: String?, sliceMD5: String?,
@@ -51,6 +57,17 @@ extension NetdiskAPI {
     /// The web-API placeholder precreate, strategy (b).
     public func precreateStreaming(path: String, policy: ConflictPolicy) async throws(NetdiskError) -> String {
         try await precreateStreaming(path: path, strategy: .webPlaceholder, provisionalSize: 0, policy: policy)
+    }
+    /// Test doubles cannot stream: the reader then reads in windows.
+    public func stream(dlink: String, offset: Int64, length: Int64, into sink: ResponseSink) async throws(NetdiskError) {
+        throw .protocolViolation("streaming downloads are not supported here")
+    }
+    /// Test doubles: through the array-returning download.
+    public func download(dlink: String, offset: Int64, into sink: BufferSink) async throws(NetdiskError) -> Int {
+        let bytes = try await download(dlink: dlink, offset: offset, length: sink.capacity)
+        bytes.withUnsafeBytes { sink.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+        sink.count = bytes.count
+        return bytes.count
     }
     public func pinnedUploadHost(path: String, uploadID: String) async throws(NetdiskError) -> String? { nil }
     public func pinUploadHost(_ host: String, uploadID: String) async {}

@@ -120,7 +120,8 @@ public final class BaiduClient: NetdiskAPI {
             return HTTPRequest(method: .get, url: dlink + separator + "access_token=" + FormEncoding.percentEncode(token),
                                headers: ["User-Agent: \(BaiduProtocol.downloadUserAgent)",
                                          "Range: bytes=\(offset)-\(offset + Int64(length) - 1)"],
-                               timeout: 0, expectedResponseSize: length, maxResponseSize: max(length, 1 << 16),
+                               timeout: Self.transferDeadline(bytes: length), stallTimeout: Self.downloadStallSeconds,
+                               expectedResponseSize: length, maxResponseSize: max(length, 1 << 16),
                                followRedirects: true)
         } accept: { response throws(NetdiskError) in
             if response.status == 416 { return }
@@ -137,6 +138,70 @@ public final class BaiduClient: NetdiskAPI {
             return Array(response.body[start..<min(start + length, response.body.count)])
         }
     }
+
+    public func download(dlink: String, offset: Int64, into sink: BufferSink) async throws(NetdiskError) -> Int {
+        let length = sink.capacity
+        guard length > 0 else { return 0 }
+        await downloadSlots.acquire()
+        let slots = downloadSlots
+        defer { Task { await slots.release() } }
+        let response = try await execute("download") { token in
+            let separator = dlink.contains("?") ? "&" : "?"
+            var request = HTTPRequest(method: .get, url: dlink + separator + "access_token=" + FormEncoding.percentEncode(token),
+                                      headers: ["User-Agent: \(BaiduProtocol.downloadUserAgent)",
+                                                "Range: bytes=\(offset)-\(offset + Int64(length) - 1)"],
+                                      timeout: Self.transferDeadline(bytes: length), stallTimeout: Self.downloadStallSeconds,
+                                      maxResponseSize: 1 << 16, followRedirects: true)
+            request.sink = sink
+            return request
+        } accept: { response throws(NetdiskError) in
+            if response.status == 416 || response.status == 206 { return }
+            try ResponseDecoding.check(response)
+            // A 200 answer ignores Range: its body is the whole file, refused past 64 KiB.
+        }
+        switch response.status {
+        case 416:
+            return 0
+        case 206:
+            return sink.count
+        default:
+            let start = Int(min(offset, Int64(response.body.count)))
+            let count = min(length, response.body.count - start)
+            response.body.withUnsafeBytes { sink.base.copyMemory(from: $0.baseAddress! + start, byteCount: count) }
+            return count
+        }
+    }
+
+    public func stream(dlink: String, offset: Int64, length: Int64, into sink: ResponseSink) async throws(NetdiskError) {
+        guard length > 0 else { return }
+        await downloadSlots.acquire()
+        let slots = downloadSlots
+        defer { Task { await slots.release() } }
+        let token = try await tokens.accessToken()
+        let separator = dlink.contains("?") ? "&" : "?"
+        // No whole-transfer deadline (a reader may take its time); the stall limit bounds each wait,
+        // and a paused transfer is not a stalled one (curl skips the speed check while paused).
+        let request = HTTPRequest(method: .get, url: dlink + separator + "access_token=" + FormEncoding.percentEncode(token),
+                                  headers: ["User-Agent: \(BaiduProtocol.downloadUserAgent)",
+                                            "Range: bytes=\(offset)-\(offset + length - 1)"],
+                                  timeout: 0, stallTimeout: Self.downloadStallSeconds, maxResponseSize: 1 << 16,
+                                  followRedirects: true)
+        var streaming = request
+        streaming.sink = sink
+        let response = try await transport.send(streaming, logger: logger)
+        guard response.status == 206 else {
+            try ResponseDecoding.check(response)
+            throw .http(status: response.status)
+        }
+    }
+
+    /// Every network wait is bounded (doc/SEMANTICS.md, "Bounded waits"): a transfer under
+    /// ``HTTPRequest/stallRate`` (1 KiB/s) for its stall time (60 s, downloads 30 s) fails, and a
+    /// part or a range has a deadline of 30 s plus its size at 64 KiB/s (4.5 min for 16 MiB), other
+    /// calls 120 s. A trickle ends in a clean, retried error, never a FUSE thread waiting forever.
+    public static let downloadStallSeconds = 30
+
+    static func transferDeadline(bytes: Int) -> Double { 30 + Double(bytes) / Double(64 << 10) }
 
     // MARK: - Upload
 
@@ -273,7 +338,7 @@ public final class BaiduClient: NetdiskAPI {
                 .adding("uploadid", uploadID).adding("partseq", String(partseq)).adding("access_token", token).string,
                         headers: [frame.contentTypeHeader],
                         body: .multipart(prefix: frame.prefix, part: bytes, suffix: frame.suffix),
-                        timeout: 0, stallTimeout: 60)
+                        timeout: Self.transferDeadline(bytes: bytes.count), stallTimeout: 60)
         }
         guard let md5 = answer.md5, !md5.isEmpty else {
             throw NetdiskError.protocolViolation("superfile2 answered without md5")

@@ -50,6 +50,18 @@ public struct EngineOptions: Sendable {
                              maxFileSize: tier.maxFileSize)
     }
 
+    /// The smallest slice (from 4 MiB, doubling, at most the tier's) whose 2048 parts still hold
+    /// `size` bytes (nil: the tier's largest file, for streams of unknown size): 4 MiB normal,
+    /// 8 MiB VIP, 16 MiB SVIP for streams. Why the smallest: memory is counted in slices (a part is
+    /// held until Baidu acknowledges it), so smaller slices mean more parts in flight in the same
+    /// budget, which is what hides a long round trip.
+    public static func smallestSlice(for tier: AccountTier, holding size: Int64? = nil) -> Int {
+        let target = min(size ?? tier.maxFileSize, tier.maxFileSize)
+        var slice = BaiduProtocol.minFirstPartSize
+        while Int64(slice) * Int64(BaiduProtocol.maxParts) < target && slice < tier.maxSliceSize { slice *= 2 }
+        return slice
+    }
+
     /// The largest file these options can upload: the tier's limit, or fewer if the slice is small.
     public var effectiveMaxFileSize: Int64 {
         min(maxFileSize, Int64(sliceSize) * Int64(BaiduProtocol.maxParts))
@@ -66,69 +78,5 @@ public struct EngineOptions: Sendable {
     /// `$XDG_CACHE_HOME/netdiskfs` (default `~/.cache/netdiskfs`).
     public static func defaultCacheDirectory() -> String {
         XDGDirectories.netdiskfs(.cache)
-    }
-}
-
-/// Global write-buffer budget shared by all files being written; past it, writers wait (never fail).
-///
-/// Each file also has its own cap (slice × (threads + 1)); the budget stops many files from
-/// multiplying that cap. A reservation larger than the whole budget is clamped so it can always proceed.
-public final class MemoryBudget: @unchecked Sendable {
-    public let capacity: Int
-    private let condition = NSCondition()
-    private var used = 0
-
-    public init(bytes: Int) { capacity = max(1, bytes) }
-
-    /// Blocks the calling (foreign) thread until `bytes` fit.
-    public func reserve(_ bytes: Int) {
-        let amount = min(bytes, capacity)
-        condition.lock()
-        while used + amount > capacity { condition.wait() }
-        used += amount
-        condition.unlock()
-    }
-
-    private var lastRefusal: UInt64 = 0
-
-    /// Takes `bytes` even past the capacity (a file's first buffer: see `BufferPool.acquire`).
-    public func forceReserve(_ bytes: Int) {
-        condition.lock()
-        used += min(bytes, capacity)
-        condition.unlock()
-    }
-
-    /// Reserves only if it fits now; a refusal marks the budget contended for a moment.
-    public func tryReserve(_ bytes: Int) -> Bool {
-        let amount = min(bytes, capacity)
-        condition.lock()
-        defer { condition.unlock() }
-        guard used + amount <= capacity else {
-            lastRefusal = DispatchTime.now().uptimeNanoseconds
-            return false
-        }
-        used += amount
-        return true
-    }
-
-    /// True when someone was refused in the last 100 ms: pools then give idle buffers back.
-    public var isContended: Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        return lastRefusal != 0 && DispatchTime.now().uptimeNanoseconds - lastRefusal < 100_000_000
-    }
-
-    public func release(_ bytes: Int) {
-        let amount = min(bytes, capacity)
-        condition.lock()
-        used -= amount
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    public var inUse: Int {
-        condition.lock()
-        defer { condition.unlock() }
-        return used
     }
 }

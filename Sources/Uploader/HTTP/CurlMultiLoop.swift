@@ -12,6 +12,8 @@ import Synchronization
 final class CurlMultiLoop: @unchecked Sendable {
     private struct Queue {
         var pending: [CurlTransfer] = []
+        /// Paused transfers whose sink has room again.
+        var resumes: [CurlTransfer] = []
         var stopping = false
     }
 
@@ -47,6 +49,12 @@ final class CurlMultiLoop: @unchecked Sendable {
         }
     }
 
+    /// Un-pauses a transfer its sink paused (curl then hands the held bytes again).
+    func resume(_ transfer: CurlTransfer) {
+        queue.withLock { $0.resumes.append(transfer) }
+        curl_multi_wakeup(multi)
+    }
+
     /// Wakes the loop so it notices a cancelled transfer at once rather than at the next progress callback.
     func wake() { curl_multi_wakeup(multi) }
 
@@ -58,12 +66,17 @@ final class CurlMultiLoop: @unchecked Sendable {
 
     private func run() {
         while true {
-            let (newTransfers, stopping) = queue.withLock { state -> ([CurlTransfer], Bool) in
-                let pending = state.pending
+            let (newTransfers, resumes, stopping) = queue.withLock { state -> ([CurlTransfer], [CurlTransfer], Bool) in
+                let pending = state.pending, resumes = state.resumes
                 state.pending.removeAll(keepingCapacity: true)
-                return (pending, state.stopping)
+                state.resumes.removeAll(keepingCapacity: true)
+                return (pending, resumes, state.stopping)
             }
             for transfer in newTransfers { start(transfer) }
+            for transfer in resumes {
+                // Only a transfer still running here: its handle may already serve another one.
+                if let easy = transfer.easy, running[easy] === transfer { _ = curl_easy_pause(easy, 0 /* CURLPAUSE_CONT */) }
+            }
             if stopping && running.isEmpty { break }
             var stillRunning: Int32 = 0
             curl_multi_perform(multi, &stillRunning)
@@ -82,6 +95,7 @@ final class CurlMultiLoop: @unchecked Sendable {
             transfer.complete(.failure(.localIO("curl_easy_init failed")))
             return
         }
+        transfer.easy = easy
         configure(easy, for: transfer)
         let code = curl_multi_add_handle(multi, easy)
         guard code == CURLM_OK else {
@@ -107,7 +121,7 @@ final class CurlMultiLoop: @unchecked Sendable {
             _ = ndfs_curl_setopt_long(easy, CURLOPT_TIMEOUT_MS, Int(request.timeout * 1000))
         }
         if request.stallTimeout > 0 {
-            _ = ndfs_curl_setopt_long(easy, CURLOPT_LOW_SPEED_LIMIT, 1)
+            _ = ndfs_curl_setopt_long(easy, CURLOPT_LOW_SPEED_LIMIT, HTTPRequest.stallRate)
             _ = ndfs_curl_setopt_long(easy, CURLOPT_LOW_SPEED_TIME, request.stallTimeout)
         }
         _ = ndfs_curl_setopt_long(easy, CURLOPT_TCP_KEEPALIVE, 1)

@@ -16,10 +16,15 @@ final class CurlTransfer: @unchecked Sendable {
     var readOffset = 0
     var headerList: UnsafeMutablePointer<curl_slist>?
     let startedAt = ContinuousClock.now
+    /// Set by the loop thread when the transfer starts (the write callback asks it for the status).
+    var easy: UnsafeMutableRawPointer?
+    /// Whether this answer's body goes to `request.sink` (decided at its first bytes).
+    private var intoSink: Bool?
 
     init(request: HTTPRequest) {
         self.request = request
-        if request.expectedResponseSize > 0 {
+        request.sink?.attemptStarted()
+        if request.sink == nil, request.expectedResponseSize > 0 {
             responseBody.reserveCapacity(min(request.expectedResponseSize, request.maxResponseSize))
         }
     }
@@ -34,14 +39,26 @@ final class CurlTransfer: @unchecked Sendable {
         continuation?.resume(returning: result)
     }
 
-    /// Appends received bytes; false when the response would exceed its limit.
-    func receive(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    /// Appends received bytes (or hands them to the sink); `.refused` when the response would exceed its limit.
+    func receive(_ bytes: UnsafeRawBufferPointer) -> ResponseSink.Answer {
+        if let sink = request.sink {
+            if intoSink == nil {
+                var status = 0
+                if let easy { _ = ndfs_curl_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status) }
+                intoSink = status == 206
+            }
+            if intoSink == true {
+                let answer = sink.write(bytes)
+                if answer == .refused { responseTooLarge = true }
+                return answer
+            }
+        }
         guard responseBody.count + bytes.count <= request.maxResponseSize else {
             responseTooLarge = true
-            return false
+            return .refused
         }
         responseBody.append(contentsOf: bytes)
-        return true
+        return .accepted
     }
 
     /// Copies the next request body bytes into curl's buffer; reads the caller's part in place.
@@ -84,8 +101,11 @@ let curlWriteCallback: curl_write_callback = { buffer, size, count, userData in
     guard let userData else { return 0 }
     let transfer = Unmanaged<CurlTransfer>.fromOpaque(userData).takeUnretainedValue()
     let length = size * count
-    guard transfer.receive(UnsafeRawBufferPointer(start: buffer, count: length)) else { return 0 }
-    return length
+    switch transfer.receive(UnsafeRawBufferPointer(start: buffer, count: length)) {
+    case .accepted: return length
+    case .pause: return 0x1000_0001 // CURL_WRITEFUNC_PAUSE
+    case .refused: return 0
+    }
 }
 
 let curlReadCallback: curl_read_callback = { buffer, size, count, userData in

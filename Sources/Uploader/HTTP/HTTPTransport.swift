@@ -52,6 +52,7 @@ public final class HTTPTransport: Sendable {
         if Task.isCancelled { throw NetdiskError.cancelled }
         let transfer = CurlTransfer(request: request)
         let loop = loops[nextLoop.next() % loops.count]
+        request.sink?.resume = { [weak transfer] in if let transfer { loop.resume(transfer) } }
         let result = await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Result<HTTPResponse, NetdiskError>, Never>) in
                 transfer.continuation = continuation

@@ -175,7 +175,7 @@ public final class WritebackQueue: @unchecked Sendable {
             while !(entries.isEmpty && reservedBytes == 0),
                   entries.values.reduce(0, { $0 + $1.size }) + reservedBytes + size > options.diskCap {
                 if stopping || Date() > deadline { return false }
-                condition.wait(until: min(deadline, Date().addingTimeInterval(1)))
+                _ = condition.wait(until: min(deadline, Date().addingTimeInterval(1)))
             }
             reservedBytes += size
             return true
@@ -258,7 +258,7 @@ public final class WritebackQueue: @unchecked Sendable {
                 condition.broadcast()
             }
             if Date() > deadline { return entry.lastError ?? "still uploading after \(Int(timeout)) s" }
-            condition.wait(until: min(deadline, Date().addingTimeInterval(0.5)))
+            _ = condition.wait(until: min(deadline, Date().addingTimeInterval(0.5)))
         }
         return nil
     }
@@ -335,7 +335,7 @@ public final class WritebackQueue: @unchecked Sendable {
                 logger.info("write-back queue: waiting for \(entries.count) file(s) to upload")
                 lastNotice = Date()
             }
-            condition.wait(until: Date().addingTimeInterval(0.5))
+            _ = condition.wait(until: Date().addingTimeInterval(0.5))
         }
         return entries.values.sorted { $0.id < $1.id }
     }
@@ -399,7 +399,7 @@ public final class WritebackQueue: @unchecked Sendable {
                 return entries[due.id]
             }
             let soonest = entries.values.filter { !$0.uploading }.map(\.nextAttemptAt).min() ?? now + 1
-            condition.wait(until: Date(timeIntervalSince1970: min(max(soonest, now + 0.05), now + 1)))
+            _ = condition.wait(until: Date(timeIntervalSince1970: min(max(soonest, now + 0.05), now + 1)))
         }
         return nil
     }

@@ -1,17 +1,19 @@
 import Foundation
 
-/// A one-shot event many threads can wait on (used only on FUSE threads, never in a Task).
-final class Gate: @unchecked Sendable {
+/// A one-shot event many threads can wait on (used only on FUSE and helper threads, never in a Task).
+public final class Gate: @unchecked Sendable {
     private let condition = NSCondition()
     private var isOpen = false
 
-    func wait() {
+    public init() {}
+
+    public func wait() {
         condition.lock()
         while !isOpen { condition.wait() }
         condition.unlock()
     }
 
-    func open() {
+    public func open() {
         condition.lock()
         isOpen = true
         condition.broadcast()

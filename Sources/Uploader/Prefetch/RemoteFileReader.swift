@@ -1,13 +1,29 @@
 import Foundation
-import Uploader
 
 /// Where a reader gets bytes of a remote file (the dlink cache; a counting double in tests).
-protocol RangeSource: Sendable {
+public protocol RangeSource: Sendable {
+    /// Fills `buffer` with the bytes at `offset` (fewer at the end of the file); returns how many.
     /// Blocks the calling (FUSE or helper) thread until the range has arrived.
-    func download(fsID: UInt64, offset: Int64, length: Int) throws(NetdiskError) -> [UInt8]
+    func download(fsID: UInt64, offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(NetdiskError) -> Int
+    /// Whether ``stream(fsID:offset:length:into:)`` works (test doubles and spool files read in windows).
+    var canStream: Bool { get }
+    /// Runs one paced download of the range into `sink`; blocks until it ends.
+    func stream(fsID: UInt64, offset: Int64, length: Int64, into sink: ResponseSink) throws(NetdiskError)
 }
 
-extension DownloadLinkCache: RangeSource {}
+extension RangeSource {
+    public var canStream: Bool { false }
+    public func stream(fsID: UInt64, offset: Int64, length: Int64, into sink: ResponseSink) throws(NetdiskError) {
+        throw .protocolViolation("this source does not stream")
+    }
+
+    /// A window's bytes, in an mmapped buffer (see ``ResponseSink`` for why not an array).
+    func fetch(fsID: UInt64, offset: Int64, length: Int) throws(NetdiskError) -> SectionBuffer {
+        let buffer = SectionBuffer(capacity: length)
+        buffer.count = try download(fsID: fsID, offset: offset, into: UnsafeMutableRawBufferPointer(start: buffer.base, count: length))
+        return buffer
+    }
+}
 
 /// Reads one remote file through ranged downloads.
 ///
@@ -18,23 +34,38 @@ extension DownloadLinkCache: RangeSource {}
 /// so far or inside data held or in flight; the last windows stay in memory for late requests,
 /// and each new read-ahead window doubles, up to `maxWindow`, while the stream goes on.
 /// Random reads fetch only `randomReadSize`. Memory: every window is reserved in the shared
-/// `ReadAheadBudget`; without room, read-ahead stops instead of memory growing.
-final class RemoteFileReader: @unchecked Sendable {
-    struct Tuning: Sendable {
-        var initialWindow = 1 << 20
-        var maxWindow = 16 << 20
-        var randomReadSize = 256 << 10
+/// `MemoryBudget`; without room, read-ahead stops instead of memory growing.
+public final class RemoteFileReader: @unchecked Sendable {
+    public struct Tuning: Sendable {
+        public var initialWindow = 1 << 20
+        public var maxWindow = 16 << 20
+        public var randomReadSize = 256 << 10
         /// Windows fetched ahead concurrently: several ranged downloads overlap each other and the reads.
-        var prefetchDepth = 3
+        public var prefetchDepth = 3
         /// Completed windows kept for reads the kernel sends late.
-        var heldWindows = 2
+        public var heldWindows = 2
         /// How far from the furthest read a request may land and still count as sequential.
-        var reorderSlack: Int64 = 8 << 20
+        public var reorderSlack: Int64 = 8 << 20
+        /// After this many bytes read in sequence, the rest of the file comes as one stream
+        /// (``DownloadStream``); nil: windows only.
+        public var streamAfter: Int64? = 4 << 20
+        /// A stream's bytes buffered ahead of the reader before its transfer pauses.
+        public var streamAhead = 8 << 20
+
+        public init(initialWindow: Int = 1 << 20, maxWindow: Int = 16 << 20, randomReadSize: Int = 256 << 10,
+                    prefetchDepth: Int = 3, heldWindows: Int = 2, reorderSlack: Int64 = 8 << 20) {
+            self.initialWindow = initialWindow
+            self.maxWindow = maxWindow
+            self.randomReadSize = randomReadSize
+            self.prefetchDepth = prefetchDepth
+            self.heldWindows = heldWindows
+            self.reorderSlack = reorderSlack
+        }
     }
 
     private struct Window {
         var start: Int64
-        var bytes: [UInt8]
+        var bytes: SectionBuffer
         var reserved: Int
         var end: Int64 { start + Int64(bytes.count) }
         func contains(_ position: Int64) -> Bool { position >= start && position < end }
@@ -47,7 +78,7 @@ final class RemoteFileReader: @unchecked Sendable {
         let length: Int
         let done = Gate()
         /// Set before `done` opens; read only after waiting on it.
-        private(set) var result: Result<[UInt8], NetdiskError>?
+        private(set) var result: Result<SectionBuffer, NetdiskError>?
         private let state = NSLock()
         private var finished = false
         private var abandoned = false
@@ -58,29 +89,29 @@ final class RemoteFileReader: @unchecked Sendable {
         }
         func contains(_ position: Int64) -> Bool { position >= start && position < end }
 
-        func finish(_ outcome: Result<[UInt8], NetdiskError>, budget: ReadAheadBudget) {
+        func finish(_ outcome: Result<SectionBuffer, NetdiskError>, budget: MemoryBudget) {
             let wasAbandoned = state.withLock { () -> Bool in
                 result = outcome
                 finished = true
                 return abandoned
             }
             done.open()
-            if wasAbandoned { budget.release(length) }
+            if wasAbandoned { budget.release(length, for: .reads) }
         }
 
         /// The reader no longer wants it: its budget goes back now, or when the download ends.
-        func abandon(budget: ReadAheadBudget) {
+        func abandon(budget: MemoryBudget) {
             let wasFinished = state.withLock { () -> Bool in
                 abandoned = true
                 return finished
             }
-            if wasFinished { budget.release(length) }
+            if wasFinished { budget.release(length, for: .reads) }
         }
     }
 
-    let entry: RemoteEntry
+    public let entry: RemoteEntry
     private let source: any RangeSource
-    private let budget: ReadAheadBudget
+    private let budget: MemoryBudget
     private let tuning: Tuning
     private let lock = NSLock()
     /// Completed windows, ascending by start.
@@ -90,8 +121,13 @@ final class RemoteFileReader: @unchecked Sendable {
     /// The furthest offset a sequential read has reached.
     private var frontier: Int64 = 0
     private var window: Int
+    /// The rest of the file as one transfer, once the reading proved sequential.
+    private var stream: DownloadStream?
+    /// Bytes read in sequence since the last jump.
+    private var sequentialRun: Int64 = 0
+    private var streamFailures = 0
 
-    init(entry: RemoteEntry, links: any RangeSource, budget: ReadAheadBudget, tuning: Tuning = Tuning()) {
+    public init(entry: RemoteEntry, links: any RangeSource, budget: MemoryBudget, tuning: Tuning = Tuning()) {
         self.entry = entry
         self.source = links
         self.budget = budget
@@ -100,12 +136,13 @@ final class RemoteFileReader: @unchecked Sendable {
     }
 
     deinit {
-        for held in windows { budget.release(held.reserved) }
+        for held in windows { budget.release(held.reserved, for: .reads) }
         for prefetch in prefetches { prefetch.abandon(budget: budget) }
+        stream?.close()
     }
 
     /// Copies up to `buffer.count` bytes at `offset`; returns the count (0 at end of file).
-    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(NetdiskError) -> Int {
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(NetdiskError) -> Int {
         lock.lock()
         defer { lock.unlock() }
         let size = entry.size
@@ -117,6 +154,9 @@ final class RemoteFileReader: @unchecked Sendable {
             for prefetch in prefetches { prefetch.abandon(budget: budget) }
             prefetches.removeAll()
             window = tuning.initialWindow
+            stream?.close()
+            stream = nil
+            sequentialRun = 0
         }
         var copied = 0
         while copied < wanted {
@@ -124,19 +164,29 @@ final class RemoteFileReader: @unchecked Sendable {
             if let held = windows.first(where: { $0.contains(position) }) {
                 let from = Int(position - held.start)
                 let count = min(wanted - copied, held.bytes.count - from)
-                held.bytes.withUnsafeBytes { source in
-                    buffer.baseAddress!.advanced(by: copied).copyMemory(from: source.baseAddress!.advanced(by: from), byteCount: count)
-                }
+                buffer.baseAddress!.advanced(by: copied).copyMemory(from: held.bytes.base + from, byteCount: count)
                 copied += count
                 continue
+            }
+            if let current = stream, current.covers(position) {
+                let got = current.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[copied..<wanted]), at: position)
+                if let got, got > 0 {
+                    copied += got
+                    continue
+                }
+                // Failed, stalled or closed while idle: windows take over; a later run may stream again.
+                current.close()
+                stream = nil
+                sequentialRun = 0
+                if !current.isFinished || got == nil { streamFailures += 1 }
             }
             if let index = prefetches.firstIndex(where: { $0.contains(position) }) {
                 let pending = prefetches.remove(at: index)
                 pending.done.wait()
-                if case .success(let bytes) = pending.result!, !bytes.isEmpty {
+                if case .success(let bytes) = pending.result!, bytes.count > 0 {
                     hold(Window(start: pending.start, bytes: bytes, reserved: pending.length))
                 } else {
-                    budget.release(pending.length)
+                    budget.release(pending.length, for: .reads)
                     // A direct fetch of the same range reports the error, or succeeds on a second try.
                     try fetchDirect(at: position, length: pending.length, needed: wanted - copied)
                 }
@@ -146,7 +196,9 @@ final class RemoteFileReader: @unchecked Sendable {
         }
         if sequential {
             frontier = max(frontier, offset + Int64(copied))
-            startPrefetchIfUseful()
+            sequentialRun += Int64(copied)
+            startStreamIfUseful()
+            if stream == nil { startPrefetchIfUseful() }
         } else {
             frontier = offset + Int64(copied)
         }
@@ -166,7 +218,7 @@ final class RemoteFileReader: @unchecked Sendable {
         windows.sort { $0.start < $1.start }
         while windows.count > max(1, tuning.heldWindows) {
             let index = windows.firstIndex { $0.start != fetched.start } ?? 0
-            budget.release(windows.remove(at: index).reserved)
+            budget.release(windows.remove(at: index).reserved, for: .reads)
         }
     }
 
@@ -177,29 +229,42 @@ final class RemoteFileReader: @unchecked Sendable {
         for held in windows where held.start > position { limit = min(limit, held.start) }
         for pending in prefetches where pending.start > position { limit = min(limit, pending.start) }
         var length = Int(min(Int64(max(length, needed)), limit - position))
-        var reserved = 0
-        if budget.reserve(length) {
-            reserved = length
-        } else {
-            // No room for read-ahead: fetch what this read needs, held past the budget (a read must progress).
+        if !budget.tryReserve(length, for: .reads) {
+            // No room for read-ahead: fetch only what this read needs. It waits a moment for room,
+            // then goes past the budget: a read must progress, and the memory it waits for may be
+            // a half-filled slice only this same thread (writing another file) could complete.
             length = Int(min(Int64(needed), limit - position))
+            if !budget.reserve(length, for: .reads, waitingAtMost: 0.5) { budget.forceReserve(length, for: .reads) }
         }
-        let bytes: [UInt8]
+        var reserved = length
+        let bytes: SectionBuffer
         do throws(NetdiskError) {
-            bytes = try source.download(fsID: entry.fsID, offset: position, length: length)
+            bytes = try source.fetch(fsID: entry.fsID, offset: position, length: length)
         } catch {
-            budget.release(reserved)
+            budget.release(reserved, for: .reads)
             throw error
         }
-        guard !bytes.isEmpty else {
-            budget.release(reserved)
+        guard bytes.count > 0 else {
+            budget.release(reserved, for: .reads)
             throw .protocolViolation("empty range \(position)+\(length) of \(entry.path)")
         }
         if bytes.count < reserved {
-            budget.release(reserved - bytes.count)
+            budget.release(reserved - bytes.count, for: .reads)
             reserved = bytes.count
         }
         hold(Window(start: position, bytes: bytes, reserved: reserved))
+    }
+
+    /// A long sequential run streams the rest of the file: from where windows held or in flight end.
+    private func startStreamIfUseful() {
+        guard stream == nil, let after = tuning.streamAfter, sequentialRun >= after, streamFailures < 3,
+              source.canStream else { return }
+        let start = max(prefetches.last?.end ?? 0, windows.last?.end ?? 0, frontier)
+        guard entry.size - start > after else { return }
+        let opened = DownloadStream(start: start, end: entry.size, budget: budget, ahead: tuning.streamAhead)
+        let source = self.source, fsID = entry.fsID, length = entry.size - start
+        opened.run { (sink) throws(NetdiskError) in try source.stream(fsID: fsID, offset: start, length: length, into: sink) }
+        stream = opened
     }
 
     /// Keeps up to `prefetchDepth` windows beyond the furthest read in flight, while memory allows.
@@ -213,7 +278,7 @@ final class RemoteFileReader: @unchecked Sendable {
             let start = max(prefetches.last?.end ?? 0, windows.last?.end ?? 0, frontier)
             guard start < entry.size else { return }
             let length = Int(min(Int64(window), entry.size - start))
-            guard budget.reserve(length) else { return }
+            guard budget.tryReserve(length, for: .reads) else { return }
             startPrefetch(Prefetch(start: start, length: length))
             // The stream goes on: the next window is larger.
             window = min(window * 2, tuning.maxWindow)
@@ -226,7 +291,7 @@ final class RemoteFileReader: @unchecked Sendable {
         // A plain thread, not a Task: the download blocks while the async client works.
         Thread.detachNewThread {
             do throws(NetdiskError) {
-                pending.finish(.success(try source.download(fsID: fsID, offset: pending.start, length: pending.length)), budget: budget)
+                pending.finish(.success(try source.fetch(fsID: fsID, offset: pending.start, length: pending.length)), budget: budget)
             } catch {
                 pending.finish(.failure(error), budget: budget)
             }

@@ -1,0 +1,117 @@
+import Foundation
+
+/// The daemon's one memory budget (`--max-memory`): write slices, read-ahead windows and the
+/// transfer buffers behind them all draw from it, so many files or a reader beside a writer never
+/// multiply the memory a single file may use. Past it, writers and readers wait; they never fail.
+///
+/// Why one budget rather than one per direction: a mount that only writes may use all of it for
+/// upload concurrency, one that only reads for read-ahead, and one that does both shares it
+/// (a refusal marks the budget contended, and write pools then give idle buffers back).
+/// A reservation larger than the whole budget is clamped so it can always proceed.
+public final class MemoryBudget: @unchecked Sendable {
+    /// What a reservation is for, so `status` can say where the memory goes.
+    public enum Use: Int, Sendable, CaseIterable {
+        case writes
+        case reads
+    }
+
+    /// Budget use at one moment, for `status`.
+    public struct Usage: Sendable, Codable, Equatable {
+        public var capacity: Int
+        public var writes: Int
+        public var reads: Int
+        /// The most ever in use at once.
+        public var peak: Int
+        public var inUse: Int { writes + reads }
+    }
+
+    public let capacity: Int
+    private let condition = NSCondition()
+    private var used = [0, 0]
+    private var peak = 0
+    private var lastRefusal: UInt64 = 0
+
+    public init(bytes: Int) { capacity = max(1, bytes) }
+
+    private var total: Int { used[0] + used[1] }
+
+    private func take(_ amount: Int, _ use: Use) {
+        used[use.rawValue] += amount
+        peak = max(peak, total)
+    }
+
+    /// Blocks the calling (foreign) thread until `bytes` fit.
+    public func reserve(_ bytes: Int, for use: Use = .writes) {
+        let amount = min(bytes, capacity)
+        condition.lock()
+        while total + amount > capacity { condition.wait() }
+        take(amount, use)
+        condition.unlock()
+    }
+
+    /// Waits up to `timeout` seconds for `bytes` to fit; false (nothing reserved) when they did not.
+    public func reserve(_ bytes: Int, for use: Use = .writes, waitingAtMost timeout: Double) -> Bool {
+        let amount = min(bytes, capacity)
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        condition.lock()
+        defer { condition.unlock() }
+        while total + amount > capacity {
+            lastRefusal = DispatchTime.now().uptimeNanoseconds
+            if !condition.wait(until: deadline) {
+                if total + amount > capacity { return false }
+                break
+            }
+        }
+        take(amount, use)
+        return true
+    }
+
+    /// Takes `bytes` even past the capacity: a file's first buffer (see `BufferPool.acquire`) and the
+    /// bytes a read must return, which must never wait on memory only their own thread could free.
+    public func forceReserve(_ bytes: Int, for use: Use = .writes) {
+        condition.lock()
+        take(min(bytes, capacity), use)
+        condition.unlock()
+    }
+
+    /// Reserves only if it fits now; a refusal marks the budget contended for a moment.
+    public func tryReserve(_ bytes: Int, for use: Use = .writes) -> Bool {
+        let amount = min(bytes, capacity)
+        condition.lock()
+        defer { condition.unlock() }
+        guard total + amount <= capacity else {
+            lastRefusal = DispatchTime.now().uptimeNanoseconds
+            return false
+        }
+        take(amount, use)
+        return true
+    }
+
+    /// True when someone was refused in the last 100 ms: pools then give idle buffers back.
+    public var isContended: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return lastRefusal != 0 && DispatchTime.now().uptimeNanoseconds - lastRefusal < 100_000_000
+    }
+
+    public func release(_ bytes: Int, for use: Use = .writes) {
+        guard bytes > 0 else { return }
+        let amount = min(bytes, capacity)
+        condition.lock()
+        used[use.rawValue] -= amount
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    public var inUse: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return total
+    }
+
+    public var usage: Usage {
+        condition.lock()
+        defer { condition.unlock() }
+        return Usage(capacity: capacity, writes: used[0], reads: used[1], peak: peak)
+    }
+}
