@@ -18,12 +18,14 @@ int netdiskfs_fuse_mount(struct fuse *f, const char *mountpoint) {
     return fuse_mount(f, mountpoint) == 0 ? 0 : -1;
 }
 
-int netdiskfs_fuse_loop_mt(struct fuse *f, unsigned int max_threads) {
+int netdiskfs_fuse_loop_mt(struct fuse *f, unsigned int max_threads, unsigned int idle_threads) {
     struct fuse_loop_config *config = fuse_loop_cfg_create();
     if (config == NULL) return -1;
     fuse_loop_cfg_set_max_threads(config, max_threads);
-    /* Keep workers alive: creating a thread per burst costs more than an idle thread. */
-    fuse_loop_cfg_set_idle_threads(config, max_threads);
+    /* Up to idle_threads stay alive between bursts (creating a thread per request costs more than an
+     * idle one); the rest, started while many writers waited on backpressure, exit with their
+     * 1 MiB request buffers. */
+    fuse_loop_cfg_set_idle_threads(config, idle_threads < max_threads ? idle_threads : max_threads);
     fuse_loop_cfg_set_clone_fd(config, 0);
     int rc = fuse_loop_mt_312(f, config);
     fuse_loop_cfg_destroy(config);

@@ -113,3 +113,35 @@ struct SharedMemoryBudgetTests {
         }
     }
 }
+
+/// Metadata never queues behind writers blocked on a stalled upload: each such writer holds a FUSE
+/// thread, and with 16 threads (the old default) 18 `cp`s left `ls` waiting 36 s.
+@Suite(.serialized, .enabled(if: FuseSupport.shouldRun, "needs /dev/fuse (set CI=true to fail instead of skipping)"))
+struct BlockedWriterTests {
+    @Test func lsAndStatAnswerWhileTwentyFourWritersWait() async throws {
+        try await withMount { m in
+            try await shell("head -c \(12 << 20) /dev/urandom > \(m.local("src")) && mkdir \(m.mounted("d")) && echo hi > \(m.mounted("other"))")
+            try await shell("curl -sf -X POST --data 'superfile2:delay=12s' \(m.emulator.baseURL)/__emulator/faults")
+            let writers = try await shell("for i in $(seq 24); do cp \(m.local("src")) \(m.mounted("d"))/f$i & done; echo started")
+            #expect(writers.stdout.contains("started"))
+            try await Task.sleep(for: .seconds(3))
+            for probe in ["ls \(m.mounted("d"))", "ls -l \(m.mounted("d"))", "stat \(m.mounted("other"))", "cat \(m.mounted("other"))",
+                          "mkdir \(m.mounted("e"))", "ls \(m.mountpoint)"] {
+                let started = Date()
+                let result = try await shell("timeout 10 \(probe)", check: false)
+                let seconds = Date().timeIntervalSince(started)
+                #expect(result.status == 0 && seconds < 2, "\(probe): \(seconds) s, exit \(result.status)")
+            }
+            try await shell("curl -sf -X POST --data '' \(m.emulator.baseURL)/__emulator/faults")
+            // Every writer still finishes, exact.
+            let md5 = try await shell("md5sum < \(m.local("src")) | cut -d' ' -f1").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            var cloud: [String: (size: Int64, md5: String?)] = [:]
+            for _ in 0..<120 {
+                cloud = try await m.cloudFiles()
+                if (1...24).allSatisfy({ cloud[m.remote("d/f\($0)")] != nil }) { break }
+                try await Task.sleep(for: .milliseconds(500))
+            }
+            for i in 1...24 { #expect(cloud[m.remote("d/f\(i)")]?.md5 == md5, "d/f\(i)") }
+        }
+    }
+}

@@ -24,7 +24,7 @@ int netdiskfs_fuse_mount(struct fuse *f, const char *mountpoint);
 
 /// Runs the multi-threaded loop with at most `max_threads` workers (fuse_loop_mt with an explicit
 /// config). Returns when the filesystem is unmounted or fuse_exit was called.
-int netdiskfs_fuse_loop_mt(struct fuse *f, unsigned int max_threads);
+int netdiskfs_fuse_loop_mt(struct fuse *f, unsigned int max_threads, unsigned int idle_threads);
 
 /// Unmounts (if still mounted) and destroys the handle.
 void netdiskfs_fuse_teardown(struct fuse *f);

@@ -54,8 +54,8 @@ public struct MountCommand: AsyncParsableCommand {
                              discussion: "Everything the mount shows is one Baidu account: with this flag, other users can read it, and write where the reported modes allow (files 0644 and directories 0755, owned by the user who mounted). The kernel checks those modes (default_permissions is implied)."))
     var allowOther = false
 
-    @Option(help: "FUSE worker threads.")
-    var threads = 16
+    @Option(help: "Most FUSE worker threads (started on demand; 16 stay when idle). Writers waiting on upload backpressure each hold one, so there must be more than writers, or `ls` and `stat` would queue behind them.")
+    var threads = 256
 
     @Option(help: "The daemon's one memory budget for write slices, read-ahead and transfer buffers, e.g. 64M or 1G (default: 64M). Past it writers and readers wait; they never fail. `netdiskfs status` shows its use.")
     var maxMemory: String?

@@ -54,7 +54,7 @@ final class FuseMount: @unchecked Sendable {
 
     /// Serves requests on up to `threads` libfuse workers; returns after unmount.
     func run(threads: Int) -> Int32 {
-        let rc = netdiskfs_fuse_loop_mt(fuse, UInt32(max(1, threads)))
+        let rc = netdiskfs_fuse_loop_mt(fuse, UInt32(max(1, threads)), 16)
         retainedFileSystem.takeUnretainedValue().shutdown()
         netdiskfs_fuse_teardown(fuse)
         retainedFileSystem.release()
