@@ -126,6 +126,14 @@ final class DownloadStream: ResponseSink, @unchecked Sendable {
         resume?()
     }
 
+    /// The transfer ended with an error (not closed by us, not complete).
+    var hasFailed: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        if case .failure = outcome { return !closed }
+        return false
+    }
+
     var isFinished: Bool {
         condition.lock()
         defer { condition.unlock() }
@@ -148,13 +156,14 @@ final class DownloadStream: ResponseSink, @unchecked Sendable {
         let extra = needed - chunks.count
         if extra > 0 {
             let aheadOfReader = start + received - furthest
-            let nothingBuffered = aheadOfReader <= 0
-            guard nothingBuffered || aheadOfReader + Int64(bytes.count) <= Int64(ahead),
-                  nothingBuffered || budget.tryReserve(extra * Self.chunkSize, for: .reads) else {
+            // A reader may be waiting on these bytes (a read is at most 1 MiB): they come even past
+            // the budget, or a full budget would stall the read until its deadline.
+            let readerNeedsThem = aheadOfReader < Int64(2 * Self.chunkSize)
+            guard readerNeedsThem || aheadOfReader + Int64(bytes.count) <= Int64(ahead),
+                  readerNeedsThem || budget.tryReserve(extra * Self.chunkSize, for: .reads) else {
                 return pause()
             }
-            // The reader waits on these bytes: they come even past the budget (a read must progress).
-            if nothingBuffered { budget.forceReserve(extra * Self.chunkSize, for: .reads) }
+            if readerNeedsThem { budget.forceReserve(extra * Self.chunkSize, for: .reads) }
             for _ in 0..<extra { chunks.append(SectionBuffer(capacity: Self.chunkSize)) }
         }
         var copied = 0

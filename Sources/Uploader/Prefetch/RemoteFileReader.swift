@@ -168,6 +168,10 @@ public final class RemoteFileReader: @unchecked Sendable {
                 copied += count
                 continue
             }
+            if let current = stream, current.isFinished, !current.covers(position) {
+                // Ended (closed while the reader was idle, or done): a new stream may follow.
+                stream = nil
+            }
             if let current = stream, current.covers(position) {
                 let got = current.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[copied..<wanted]), at: position)
                 if let got, got > 0 {
@@ -178,7 +182,7 @@ public final class RemoteFileReader: @unchecked Sendable {
                 current.close()
                 stream = nil
                 sequentialRun = 0
-                if !current.isFinished || got == nil { streamFailures += 1 }
+                if current.hasFailed { streamFailures += 1 }
             }
             if let index = prefetches.firstIndex(where: { $0.contains(position) }) {
                 let pending = prefetches.remove(at: index)
