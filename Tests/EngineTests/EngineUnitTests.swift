@@ -377,6 +377,30 @@ func writeAll(_ session: FileWriteSession, _ data: [UInt8], chunk: Int = 10_000)
         for (index, data) in contents.enumerated() { #expect(api.content("/interleaved/\(index)") == data) }
         #expect(budget.inUse == 0, "every buffer went back to the budget")
     }
+
+    /// One thread writes each file's second slice, then each first slice: every file holds a part
+    /// ahead of its unfinished head, and together they hold the whole budget. Waiting for memory
+    /// only this thread could free was a deadlock (chaos scenario "reorder-window"); now a file
+    /// whose write waits 2 s on a full budget spills to the cached path, and every file is exact.
+    @Test(.timeLimit(.minutes(1))) func oneThreadWritingThirteenFilesAheadOfTheirHeads() async throws {
+        let api = FakeNetdisk()
+        let budget = MemoryBudget(bytes: 4 * testSlice)
+        let files = 13
+        let contents = (0..<files).map { SplitMix.bytes(3 * testSlice + 99 * $0, seed: UInt64(900 + $0)) }
+        let sessions = (0..<files).map {
+            FileWriteSession(api: api, remotePath: "/ahead/\($0)", mode: .streaming, options: testOptions(threads: 2),
+                             budget: budget, logger: testLogger)
+        }
+        _ = try await onForeignThread { () throws(NetdiskError) -> Int in
+            for (session, data) in zip(sessions, contents) { try session.write(data[testSlice..<2 * testSlice], at: Int64(testSlice)) }
+            for (session, data) in zip(sessions, contents) { try session.write(data[0..<testSlice], at: 0) }
+            for (session, data) in zip(sessions, contents) { try session.write(data[(2 * testSlice)...], at: Int64(2 * testSlice)) }
+            for session in sessions { _ = try session.finish() }
+            return 0
+        }
+        for (index, data) in contents.enumerated() { #expect(api.content("/ahead/\(index)") == data, "file \(index)") }
+        #expect(budget.inUse == 0, "every buffer went back to the budget")
+    }
 }
 
 @Suite struct AbortTests {

@@ -143,6 +143,10 @@ public final class FileWriteSession: @unchecked Sendable {
     // MARK: - Calls from the producer
 
     /// Copies `bytes` and returns; blocks only for backpressure.
+    /// How long a streaming write waits on a full shared budget before this file spills to the
+    /// cached path (see ``StreamingState/prepareSlots(from:to:budgetWait:)``).
+    static let budgetWait: Double = 2
+
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws(NetdiskError) {
         lock.lock(); defer { lock.unlock() }
         let end = offset + Int64(bytes.count)
@@ -156,6 +160,11 @@ public final class FileWriteSession: @unchecked Sendable {
             if let error = stream.pipeline?.error { fail(error); throw error }
             if stream.accepts(offset: offset, end: end, window: options.reorderWindowSlices) {
                 do throws(NetdiskError) {
+                    if try !stream.prepareSlots(from: offset, to: end, budgetWait: Self.budgetWait) {
+                        try fallBack(stream, reason: "the memory budget stayed full for \(Int(Self.budgetWait)) s while this write waited")
+                        try cachedWrite(bytes, at: offset)
+                        return
+                    }
                     // A full head part is submitted before the next part's buffer is acquired, so a
                     // file never waits for memory while holding a part it could already send.
                     var refused = false

@@ -75,7 +75,23 @@ final class StreamingState: @unchecked Sendable {
         size = max(size, offset + Int64(count))
     }
 
+    /// Gets the slots `offset..<end` needs; false when the shared budget stayed full for
+    /// `budgetWait` seconds. Why give up: memory held by other files' unfinished heads may be
+    /// freed only by the thread now waiting (one program writing many files ahead of their heads),
+    /// so a wait without end is a deadlock; the caller spills this file to the cached path instead.
+    func prepareSlots(from offset: Int64, to end: Int64, budgetWait: Double) throws(NetdiskError) -> Bool {
+        guard end > offset else { return true }
+        for part in Int(offset / Int64(slice))...Int((end - 1) / Int64(slice)) where slots[part] == nil {
+            guard try slotFor(part, budgetWait: budgetWait) != nil else { return false }
+        }
+        return true
+    }
+
     private func slotFor(_ part: Int) throws(NetdiskError) -> Slot {
+        try slotFor(part, budgetWait: nil)!
+    }
+
+    private func slotFor(_ part: Int, budgetWait: Double?) throws(NetdiskError) -> Slot? {
         if let slot = slots[part] { return slot }
         var attempt = try pool.tryAcquire()
         if case .budgetExhausted = attempt {
@@ -91,8 +107,9 @@ final class StreamingState: @unchecked Sendable {
             }
         }
         var buffer: SectionBuffer?
-        if case .buffer(let got) = attempt { buffer = got } else { buffer = try pool.acquire() }
-        let slot = Slot(buffer: buffer!)
+        if case .buffer(let got) = attempt { buffer = got } else { buffer = try pool.acquire(budgetWait: budgetWait) }
+        guard let buffer else { return nil }
+        let slot = Slot(buffer: buffer)
         slots[part] = slot
         return slot
     }

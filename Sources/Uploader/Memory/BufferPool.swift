@@ -63,6 +63,13 @@ public final class BufferPool: @unchecked Sendable {
 
     /// A buffer with `count == 0`; blocks until one is free. Throws `.cancelled` after ``cancel()``.
     public func acquire() throws(NetdiskError) -> SectionBuffer {
+        try acquire(budgetWait: nil)!
+    }
+
+    /// The same, but nil once the shared budget has refused for `budgetWait` seconds (waiting for
+    /// this pool's own buffers to come back is never cut short: uploads return them).
+    public func acquire(budgetWait: Double?) throws(NetdiskError) -> SectionBuffer? {
+        let deadline = budgetWait.map { Date(timeIntervalSinceNow: $0) }
         condition.lock()
         while true {
             if cancelled { condition.unlock(); throw .cancelled }
@@ -85,6 +92,10 @@ public final class BufferPool: @unchecked Sendable {
                     allocated += 1
                     condition.unlock()
                     return SectionBuffer(capacity: bufferSize)
+                }
+                if let deadline, Date() >= deadline {
+                    condition.unlock()
+                    return nil
                 }
                 // The budget is full: wait for one of ours to come back, or retry the budget shortly.
                 _ = condition.wait(until: Date(timeIntervalSinceNow: 0.01))
