@@ -34,7 +34,7 @@ public struct FileSystemError: Error, Sendable, Equatable, CustomStringConvertib
 ///
 /// Why its own type: a failed session must answer EIO, never the errno of its cause, so a program
 /// that retries on EAGAIN (rate limiting inside the session) does not spin on a dead upload. Only
-/// conditions a user can act on keep their own errno: a full account (ENOSPC) and a file past the
+/// conditions a user can act on keep their own errno: a full account or cache disk (ENOSPC), a name Baidu refuses (EINVAL), and a file past the
 /// tier's limit (EFBIG). The engine has logged the reason when it failed.
 public struct UploadFailure: Error, Sendable, CustomStringConvertible {
     public let underlying: NetdiskError
@@ -43,8 +43,10 @@ public struct UploadFailure: Error, Sendable, CustomStringConvertible {
 
     public var errno: Int32 {
         switch underlying {
-        case .quotaExceeded: return ENOSPC
+        case .quotaExceeded, .localDiskFull: return ENOSPC
         case .fileTooLarge: return EFBIG
+        // A name Baidu refuses: the program can pick another.
+        case .invalidName: return EINVAL
         default: return EIO
         }
     }

@@ -169,6 +169,7 @@ extension NetdiskFileSystem {
         try requireDirectory(RemotePath.split(remote).parent)
         if try resolve(remote) != nil { throw FileSystemError(EEXIST) }
         let encoded = SymlinkEncoding.encoded(remote)
+        try RemotePath.checkNewName(encoded)
         let session = try writers.makeSession(remotePath: encoded, mode: .streaming)
         let bytes = Array(target.utf8)
         do {

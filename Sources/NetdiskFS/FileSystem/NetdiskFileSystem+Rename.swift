@@ -22,6 +22,7 @@ extension NetdiskFileSystem {
         let source = paths.remote(from), target = paths.remote(to)
         if source == target { return }
         guard source != paths.root else { throw FileSystemError.busy }
+        try RemotePath.checkNewName(target)
         if case .link(let link)? = try resolve(source) {
             return try renameSymlink(link, from: source, to: target, noReplace: noReplace)
         }

@@ -86,6 +86,7 @@ public final class NetdiskFileSystem: Sendable {
         try requireWritable()
         let remote = paths.remote(path)
         if try resolve(remote) != nil { throw FileSystemError(EEXIST) }
+        try RemotePath.checkNewName(remote)
         try requireDirectory(RemotePath.split(remote).parent)
         let api = self.api
         let entry = try Blocking.await { () async throws(NetdiskError) in try await api.makeDirectory(path: remote) }
@@ -220,6 +221,7 @@ public final class NetdiskFileSystem: Sendable {
                        owner: (uid: UInt32, gid: UInt32)? = nil, caller: pid_t) throws -> UInt64 {
         try requireWritable()
         let remote = paths.remote(path)
+        try RemotePath.checkNewName(remote)
         try requireDirectory(RemotePath.split(remote).parent)
         if flags & O_EXCL == 0, handles.writer(for: remote) == nil { try settleQueued(remote, replacing: true) }
         let existing = flags & O_EXCL != 0 ? try metadata.freshEntry(at: remote) : try metadata.entry(at: remote)

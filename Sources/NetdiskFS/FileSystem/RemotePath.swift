@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 /// Maps mount-relative paths (`/a/b` as FUSE gives them) to remote absolute paths under `--root`.
 public struct RemotePath: Sendable {
     /// The remote directory the mount shows, without a trailing slash ("/" for the whole account).
@@ -23,5 +26,18 @@ public struct RemotePath: Sendable {
 
     public static func join(_ directory: String, _ name: String) -> String {
         directory == "/" ? "/" + name : directory + "/" + name
+    }
+}
+
+extension RemotePath {
+    /// Characters Baidu refuses in a name (DESIGN.md, "Chunks"), with errno 31062 or -7.
+    static let forbiddenCharacters: Set<Character> = ["\\", "?", "|", "\"", ">", "<", ":", "*"]
+
+    /// Checks a new name before anything is sent, so a program sees EINVAL (or ENAMETOOLONG) at
+    /// create, mkdir or rename, not EIO at close after every byte was uploaded under a staging name.
+    static func checkNewName(_ remote: String) throws {
+        let name = split(remote).name
+        if name.utf8.count > 255 || remote.utf8.count > 1024 { throw FileSystemError(ENAMETOOLONG) }
+        if name.contains(where: { forbiddenCharacters.contains($0) }) { throw FileSystemError(EINVAL) }
     }
 }

@@ -48,6 +48,8 @@ public enum NetdiskError: Error, Sendable, Equatable, CustomStringConvertible {
     case http(status: Int)
     /// The connection failed (DNS, reset, timeout, TLS).
     case transport(String)
+    /// The local disk (the cache directory) is full: ENOSPC, which a user can act on.
+    case localDiskFull(String)
     /// The server's answer could not be understood.
     case protocolViolation(String)
     /// Local I/O on the cache or journal failed.
@@ -111,7 +113,7 @@ public enum NetdiskError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidName: return EINVAL
         case .alreadyExists: return EEXIST
         case .notFound: return ENOENT
-        case .quotaExceeded: return ENOSPC
+        case .quotaExceeded, .localDiskFull: return ENOSPC
         case .fileTooLarge: return EFBIG
         case .cancelled: return ECANCELED
         case .emptyFileRefused: return EIO
@@ -149,6 +151,7 @@ public enum NetdiskError: Error, Sendable, Equatable, CustomStringConvertible {
         case .transport(let why): return "connection failed: \(why)"
         case .protocolViolation(let why): return "unexpected server answer: \(why)"
         case .localIO(let why): return "local I/O failed: \(why)"
+        case .localDiskFull(let why): return "local disk full: \(why)"
         case .cancelled: return "cancelled"
         }
     }

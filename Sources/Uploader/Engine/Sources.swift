@@ -72,6 +72,7 @@ func pwriteFully(fd: Int32, _ buffer: UnsafeRawBufferPointer, at offset: Int64, 
         let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
         if n < 0 {
             if errno == EINTR { continue }
+            if errno == ENOSPC || errno == EDQUOT { throw .localDiskFull("write \(path): \(String(cString: strerror(errno)))") }
             throw .localIO("write \(path): \(String(cString: strerror(errno)))")
         }
         done += n

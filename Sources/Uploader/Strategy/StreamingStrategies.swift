@@ -154,7 +154,7 @@ extension NetdiskError {
     /// web API (which wants a cookie login); on xpan it means the login itself is bad.
     public func refuses(_ strategy: StreamingStrategy) -> Bool {
         switch self {
-        case .transport, .rateLimited, .quotaExceeded, .localIO, .cancelled, .notLoggedIn: return false
+        case .transport, .rateLimited, .quotaExceeded, .localIO, .localDiskFull, .cancelled, .notLoggedIn: return false
         case .http(let status): return status < 500
         case .tokenInvalid: return strategy == .webPlaceholder
         default: return true
