@@ -93,7 +93,7 @@ final class StreamingState: @unchecked Sendable {
 
     private func slotFor(_ part: Int, budgetWait: Double?) throws(NetdiskError) -> Slot? {
         if let slot = slots[part] { return slot }
-        var attempt = try pool.tryAcquire()
+        var attempt = try pool.tryAcquire(forceFirst: budgetWait == nil)
         if case .budgetExhausted = attempt {
             // Parts kept for readers are a convenience, never a reason to wait on memory the shared
             // budget lacks. The tail goes first (it returns as its uploads finish; the acquire below
@@ -103,7 +103,7 @@ final class StreamingState: @unchecked Sendable {
                 sent.letGoOfTail()
             } else if sent.holdsAny {
                 sent.letGoOfAll()
-                attempt = try pool.tryAcquire()
+                attempt = try pool.tryAcquire(forceFirst: budgetWait == nil)
             }
         }
         var buffer: SectionBuffer?

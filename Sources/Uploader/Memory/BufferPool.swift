@@ -78,10 +78,10 @@ public final class BufferPool: @unchecked Sendable {
                 buffer.count = 0
                 return buffer
             }
-            if allocated == 0 {
-                // A file's first buffer never waits on the budget: others' partly filled buffers
-                // may hold all of it, and only this file's writer (perhaps the same thread) can
-                // fill them. Memory is then bounded by max(budget, files being written × slice).
+            if allocated == 0 && deadline == nil {
+                // A file's first buffer never waits on the budget without end: others' partly filled
+                // buffers may hold all of it, and only this file's writer (perhaps the same thread)
+                // can fill them. (With a deadline the caller takes another path when it passes.)
                 budget.forceReserve(bufferSize)
                 allocated += 1
                 condition.unlock()
@@ -114,8 +114,9 @@ public final class BufferPool: @unchecked Sendable {
         case budgetExhausted
     }
 
-    /// A buffer if one can be had without waiting, or why not.
-    public func tryAcquire() throws(NetdiskError) -> Attempt {
+    /// A buffer if one can be had without waiting, or why not. `forceFirst`: a pool's first
+    /// buffer is taken past the budget (see ``acquire(budgetWait:)``).
+    public func tryAcquire(forceFirst: Bool = true) throws(NetdiskError) -> Attempt {
         condition.lock()
         defer { condition.unlock() }
         if cancelled { throw .cancelled }
@@ -124,7 +125,7 @@ public final class BufferPool: @unchecked Sendable {
             return .buffer(buffer)
         }
         if allocated >= limit { return .poolExhausted }
-        if allocated == 0 {
+        if allocated == 0 && forceFirst {
             budget.forceReserve(bufferSize)
         } else if !budget.tryReserve(bufferSize) {
             return .budgetExhausted
