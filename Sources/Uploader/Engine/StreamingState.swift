@@ -81,6 +81,10 @@ final class StreamingState: @unchecked Sendable {
     /// so a wait without end is a deadlock; the caller spills this file to the cached path instead.
     func prepareSlots(from offset: Int64, to end: Int64, budgetWait: Double) throws(NetdiskError) -> Bool {
         guard end > offset else { return true }
+        // Parts of ours uploading (or held for readers) come back by themselves: waiting for them is
+        // plain backpressure, however slow the network. Only a file with nothing on its way back
+        // may be waiting on memory that never frees.
+        let budgetWait: Double? = pool.outstanding > slots.count ? nil : budgetWait
         for part in Int(offset / Int64(slice))...Int((end - 1) / Int64(slice)) where slots[part] == nil {
             guard try slotFor(part, budgetWait: budgetWait) != nil else { return false }
         }

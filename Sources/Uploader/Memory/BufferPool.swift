@@ -105,6 +105,13 @@ public final class BufferPool: @unchecked Sendable {
         }
     }
 
+    /// Buffers handed out and not yet given back (in slots, uploading, or held for readers).
+    public var outstanding: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return allocated - free.count
+    }
+
     /// What ``tryAcquire()`` found.
     public enum Attempt {
         case buffer(SectionBuffer)
