@@ -175,11 +175,6 @@ struct PartUploader: Sendable {
                 guard error.isTransient || error == .http(status: 408) else { throw error }
                 lastError = error
                 logger.warning("part \(partseq) of \(path) failed (attempt \(attempt)/\(attempts)): \(error)")
-                if case .transport = error {
-                    // The client already retried this host: ask locateupload again for the next
-                    // attempt (the host may be gone for good, as when a server restarts elsewhere).
-                    try? awaitBlocking { () async throws(NetdiskError) in await api.forgetUploadHost(uploadID: uploadID) }
-                }
             }
         }
         throw lastError
