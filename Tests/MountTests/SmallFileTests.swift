@@ -56,7 +56,8 @@ struct SmallFileTests {
             try await shell("curl -sf -X POST \(m.emulator.baseURL)/__emulator/stats/reset")
             try await shell("mkdir -p \(m.mounted("x/deep/a/b/c/d"))")
             let mkdir = try await Self.stats(m)
-            #expect(mkdir.values.reduce(0, +) == 5, "one create per level: \(mkdir)")
+            // (A listing of x may be due again: its TTL can pass on a loaded machine.)
+            #expect(mkdir["create"] == 5 && (mkdir["list"] ?? 0) <= 1 && mkdir.values.reduce(0, +) <= 6, "one create per level: \(mkdir)")
         }
     }
 
@@ -79,15 +80,16 @@ struct SmallFileTests {
             // Waiting for each upload would take 30 × 2 s; for 4 uploaders to drain the queue, 15 s.
             // Spooling costs two fsyncs per file, slow on a busy disk: 30 s tells the two apart.
             #expect(closeTime < 30, "close() did not wait for 30 uploads of 2 s each: \(closeTime) s")
-            let queued = try await m.cloudFiles().keys.filter { $0.hasPrefix(m.remote("d/")) }.count
-            #expect(queued <= 20, "most files are still queued when the daemon dies: \(queued) committed")
+            // Renamed and deleted while queued (a rename of a file whose upload is in flight waits for it).
+            try await shell("mv \(m.mounted("d/f1")) \(m.mounted("d/renamed")) && rm \(m.mounted("d/f3"))")
+            try await shell("mv \(m.local("t"))/d/f1 \(m.local("t"))/d/renamed && rm \(m.local("t"))/d/f3")
             // From here on, uploads hang: the files not yet committed are surely still queued at the
             // kill, however slow this machine's reads below are (on CI the queue once drained first).
             try await Self.setFaults(m, "superfile2:delay=60s")
+            let queued = try await m.cloudFiles().keys.filter { $0.hasPrefix(m.remote("d/")) }.count
+            #expect(queued <= 20, "most files are still queued when the daemon dies: \(queued) committed")
             // Reads of queued files return their bytes.
             try await shell("diff -r \(m.local("t"))/d \(m.mounted("d"))")
-            // Renamed and deleted while queued.
-            try await shell("mv \(m.mounted("d/f1")) \(m.mounted("d/renamed")) && rm \(m.mounted("d/f3"))")
             kill(m.daemon!.pid, SIGKILL)
             _ = try await onThread { m.daemon!.wait() }
             _ = try await shell("fusermount3 -u \(m.mountpoint) || fusermount3 -u -z \(m.mountpoint)", check: false)
@@ -97,7 +99,6 @@ struct SmallFileTests {
             #expect(sync.status == 0, "\(sync.stdout)\(sync.stderr)")
             await watcher.stop()
             #expect(m.daemonLog().contains("write-back queue: resuming"))
-            try await shell("mv \(m.local("t"))/d/f1 \(m.local("t"))/d/renamed && rm \(m.local("t"))/d/f3")
             try await shell("diff -r \(m.local("t"))/d \(m.mounted("d"))")
             let cloud = try await m.cloudFiles()
             let names = cloud.keys.filter { $0.hasPrefix(m.remote("d/")) }
