@@ -40,15 +40,6 @@ public final class MemoryBudget: @unchecked Sendable {
         peak = max(peak, total)
     }
 
-    /// Blocks the calling (foreign) thread until `bytes` fit.
-    public func reserve(_ bytes: Int, for use: Use = .writes) {
-        let amount = min(bytes, capacity)
-        condition.lock()
-        while total + amount > capacity { condition.wait() }
-        take(amount, use)
-        condition.unlock()
-    }
-
     /// Waits up to `timeout` seconds for `bytes` to fit; false (nothing reserved) when they did not.
     public func reserve(_ bytes: Int, for use: Use = .writes, waitingAtMost timeout: Double) -> Bool {
         let amount = min(bytes, capacity)

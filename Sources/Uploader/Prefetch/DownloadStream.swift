@@ -142,8 +142,6 @@ final class DownloadStream: ResponseSink, @unchecked Sendable {
 
     // MARK: - The transfer's side (curl's loop thread)
 
-    override func attemptStarted() {}
-
     override func write(_ bytes: UnsafeRawBufferPointer) -> Answer {
         condition.lock()
         defer { condition.unlock() }
