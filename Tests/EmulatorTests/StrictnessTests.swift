@@ -86,11 +86,12 @@ struct StrictnessTests {
     }
 
     @Test func uploadIDsOlderThanTheirLifetimeAre31363() async throws {
-        try await withEmulator(configure: { $0.uploadIDLifetime = 6 }) { (emu: Emu) async throws in
+        // 20 s, not less: on a loaded CI machine precreate and the first part took over 6 s apart.
+        try await withEmulator(configure: { $0.uploadIDLifetime = 20 }) { (emu: Emu) async throws in
             let data = randomData(10)
             let id = try await emu.precreate("/a", size: 10, blocks: [md5Hex(data)]).json["uploadid"] as! String
             #expect(try await emu.superfile2(path: "/a", uploadID: id, partseq: 0, data: data).json["md5"] as? String == md5Hex(data))
-            try await Task.sleep(for: .milliseconds(6500))
+            try await Task.sleep(for: .milliseconds(20_500))
             #expect(try await emu.superfile2(path: "/a", uploadID: id, partseq: 0, data: data).errorCode == 31363)
             #expect(try await emu.create("/a", size: 10, blocks: [md5Hex(data)], uploadID: id).errno == 31363)
         }

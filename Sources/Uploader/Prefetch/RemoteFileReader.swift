@@ -234,11 +234,13 @@ public final class RemoteFileReader: @unchecked Sendable {
         for pending in prefetches where pending.start > position { limit = min(limit, pending.start) }
         var length = Int(min(Int64(max(length, needed)), limit - position))
         if !budget.tryReserve(length, for: .reads) {
-            // No room for read-ahead: fetch only what this read needs. It waits a moment for room,
-            // then goes past the budget: a read must progress, and the memory it waits for may be
-            // a half-filled slice only this same thread (writing another file) could complete.
+            // No room for read-ahead: fetch only what this read needs, past the budget and without
+            // waiting. A read must progress, and waiting would not make room: the memory may be a
+            // half-filled slice only this same thread (writing another file) could complete, or
+            // parts blocked on a slow server, while `cat` of a 3-byte file waits behind them.
+            // The overshoot is bounded: one kernel read per FUSE thread.
             length = Int(min(Int64(needed), limit - position))
-            if !budget.reserve(length, for: .reads, waitingAtMost: 0.5) { budget.forceReserve(length, for: .reads) }
+            budget.forceReserve(length, for: .reads)
         }
         var reserved = length
         let bytes: SectionBuffer
