@@ -553,6 +553,26 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
         #expect(returned.count == 10, "each buffer went back exactly once")
         #expect(!sent.copy(part: 0, from: 0, count: 1, to: &byte))
     }
+
+    /// A part that went back must not keep its slice mapped: a dead part stayed in the table until the
+    /// next part was added, so one slice more than the budget was resident while the writer filled the
+    /// next (SVIP's cp peaked at 125 MiB instead of 110).
+    @Test func aPartThatWentBackHoldsNoBuffer() throws {
+        let sent = SentParts(slice: 4 << 20)
+        weak var weakBuffer: SectionBuffer?
+        var done: (@Sendable () -> Void)?
+        do {
+            let buffer = SectionBuffer(capacity: 4096)
+            weakBuffer = buffer
+            // As the stream does it: the pool's release captures the buffer.
+            done = sent.add(partseq: 0, buffer: buffer, length: 16, giveBack: { withExtendedLifetime(buffer) {} })
+        }
+        #expect(weakBuffer != nil, "held while it uploads")
+        done?()
+        sent.letGoOfAll()
+        #expect(weakBuffer == nil, "the buffer of a part that went back is still alive")
+        withExtendedLifetime(sent) {}
+    }
 }
 
 /// A failed upload answers EIO, whatever its cause: a program retrying on EAGAIN must not spin.
@@ -623,4 +643,29 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
     }
 
     struct Weak { weak var object: Canary?; init(_ object: Canary) { self.object = object } }
+}
+
+/// Pools give idle buffers back to a contended budget, but not because of their own refusals.
+@Suite struct BufferPoolContentionTests {
+    @Test func aPoolIsNotShrunkByItsOwnRefusals() throws {
+        let budget = MemoryBudget(bytes: 2 << 20)
+        let pool = BufferPool(bufferSize: 1 << 20, limit: 4, budget: budget)
+        guard case .buffer(let a) = try pool.tryAcquire(), case .buffer(let b) = try pool.tryAcquire() else {
+            Issue.record("two buffers fit the budget"); return
+        }
+        guard case .budgetExhausted = try pool.tryAcquire() else { Issue.record("a third does not"); return }
+        pool.release(a)
+        // One file wanting more than the whole budget: unmapping its slice and mapping a fresh one gains nothing.
+        #expect(budget.inUse == 2 << 20, "the pool gave a buffer back for its own refusal")
+        guard case .buffer(let again) = try pool.tryAcquire() else { Issue.record("the idle buffer is reused"); return }
+        #expect(again === a)
+        // Someone else refused: the next buffer released goes back to the budget.
+        let other = BufferPool(bufferSize: 1 << 20, limit: 4, budget: budget)
+        _ = try other.tryAcquire(forceFirst: false)
+        pool.release(b)
+        #expect(budget.inUse == 1 << 20, "another pool waits: the buffer goes back to the budget")
+        pool.release(again)
+        pool.close()
+        other.close()
+    }
 }

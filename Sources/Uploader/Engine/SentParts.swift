@@ -16,13 +16,16 @@ import Foundation
 /// wait for itself. When the shared memory budget is short, the tail is let go first, then the head.
 final class SentParts: @unchecked Sendable {
     private final class Part: @unchecked Sendable {
-        let buffer: SectionBuffer
+        /// Both dropped the moment the part goes back: a dead part stays in `parts` until the next
+        /// `add`, and holding its buffer (here or in `giveBack`'s capture) kept one slice more than
+        /// the budget resident while the writer filled the next one (16 MiB at SVIP).
+        private var buffer: SectionBuffer?
         let length: Int
         private let lock = NSLock()
         private var uploaded = false
         private var held: Bool
         private var alive = true
-        private let giveBack: @Sendable () -> Void
+        private var giveBack: (@Sendable () -> Void)?
 
         init(buffer: SectionBuffer, length: Int, held: Bool, giveBack: @escaping @Sendable () -> Void) {
             self.buffer = buffer
@@ -36,7 +39,7 @@ final class SentParts: @unchecked Sendable {
         /// Copies `count` bytes from `offset` in the part; false once its buffer went back.
         func copy(from offset: Int, count: Int, to target: UnsafeMutableRawPointer) -> Bool {
             lock.withLock {
-                guard alive, offset + count <= length else { return false }
+                guard alive, let buffer, offset + count <= length else { return false }
                 target.copyMemory(from: buffer.base + offset, byteCount: count)
                 return true
             }
@@ -46,13 +49,15 @@ final class SentParts: @unchecked Sendable {
         func letGo() { finish { held = false } }
 
         private func finish(_ change: () -> Void) {
-            let release = lock.withLock { () -> Bool in
+            let release = lock.withLock { () -> (@Sendable () -> Void)? in
                 change()
-                guard alive, uploaded, !held else { return false }
+                guard alive, uploaded, !held else { return nil }
                 alive = false
-                return true
+                buffer = nil
+                defer { giveBack = nil }
+                return giveBack
             }
-            if release { giveBack() }
+            release?()
         }
     }
 

@@ -88,7 +88,7 @@ public final class BufferPool: @unchecked Sendable {
                 return SectionBuffer(capacity: bufferSize)
             }
             if allocated < limit {
-                if budget.tryReserve(bufferSize) {
+                if budget.tryReserve(bufferSize, by: ObjectIdentifier(self)) {
                     allocated += 1
                     condition.unlock()
                     return SectionBuffer(capacity: bufferSize)
@@ -134,7 +134,7 @@ public final class BufferPool: @unchecked Sendable {
         if allocated >= limit { return .poolExhausted }
         if allocated == 0 && forceFirst {
             budget.forceReserve(bufferSize)
-        } else if !budget.tryReserve(bufferSize) {
+        } else if !budget.tryReserve(bufferSize, by: ObjectIdentifier(self)) {
             return .budgetExhausted
         }
         allocated += 1
@@ -143,7 +143,7 @@ public final class BufferPool: @unchecked Sendable {
 
     public func release(_ buffer: SectionBuffer) {
         condition.lock()
-        if cancelled || allocated > limit || (allocated > 1 && budget.isContended) {
+        if cancelled || allocated > limit || (allocated > 1 && budget.isContended(apartFrom: ObjectIdentifier(self))) {
             allocated -= 1
             condition.unlock()
             budget.release(bufferSize)

@@ -29,7 +29,8 @@ public final class MemoryBudget: @unchecked Sendable {
     private let condition = NSCondition()
     private var used = [0, 0]
     private var peak = 0
-    private var lastRefusal: UInt64 = 0
+    /// The latest refusals, one per requester (the two most recent): who and when.
+    private var refusals: [(requester: ObjectIdentifier?, at: UInt64)] = []
 
     public init(bytes: Int) { capacity = max(1, bytes) }
 
@@ -47,7 +48,7 @@ public final class MemoryBudget: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         while total + amount > capacity {
-            lastRefusal = DispatchTime.now().uptimeNanoseconds
+            refused(nil)
             if !condition.wait(until: deadline) {
                 if total + amount > capacity { return false }
                 break
@@ -65,24 +66,35 @@ public final class MemoryBudget: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Reserves only if it fits now; a refusal marks the budget contended for a moment.
-    public func tryReserve(_ bytes: Int, for use: Use = .writes) -> Bool {
+    /// Reserves only if it fits now; a refusal marks the budget contended for a moment, for
+    /// everyone but `requester` (a pool passes itself).
+    public func tryReserve(_ bytes: Int, for use: Use = .writes, by requester: ObjectIdentifier? = nil) -> Bool {
         let amount = min(bytes, capacity)
         condition.lock()
         defer { condition.unlock() }
         guard total + amount <= capacity else {
-            lastRefusal = DispatchTime.now().uptimeNanoseconds
+            refused(requester)
             return false
         }
         take(amount, use)
         return true
     }
 
-    /// True when someone was refused in the last 100 ms: pools then give idle buffers back.
-    public var isContended: Bool {
+    /// True when someone other than `requester` was refused in the last 100 ms: pools then give
+    /// idle buffers back. A pool's own refusals do not count: one file that wants more than the
+    /// whole budget would otherwise unmap each slice as it came back and map a fresh one.
+    public func isContended(apartFrom requester: ObjectIdentifier?) -> Bool {
         condition.lock()
         defer { condition.unlock() }
-        return lastRefusal != 0 && DispatchTime.now().uptimeNanoseconds - lastRefusal < 100_000_000
+        let now = DispatchTime.now().uptimeNanoseconds
+        return refusals.contains { $0.requester != requester && now - $0.at < 100_000_000 }
+    }
+
+    /// Called with the lock held.
+    private func refused(_ requester: ObjectIdentifier?) {
+        refusals.removeAll { $0.requester == requester }
+        refusals.append((requester, DispatchTime.now().uptimeNanoseconds))
+        if refusals.count > 2 { refusals.removeFirst() }
     }
 
     public func release(_ bytes: Int, for use: Use = .writes) {
