@@ -125,6 +125,8 @@ public final class RemoteFileReader: @unchecked Sendable {
     private var stream: DownloadStream?
     /// Bytes read in sequence since the last jump.
     private var sequentialRun: Int64 = 0
+    /// Whether this run began at offset 0 (and no stream of it failed): such a reader streams at once.
+    private var runFromStart = true
     private var streamFailures = 0
 
     public init(entry: RemoteEntry, links: any RangeSource, budget: MemoryBudget, tuning: Tuning = Tuning()) {
@@ -157,7 +159,10 @@ public final class RemoteFileReader: @unchecked Sendable {
             stream?.close()
             stream = nil
             sequentialRun = 0
+            runFromStart = false
         }
+        // A run from the start streams from its first read: no window's round trip before the stream's.
+        if sequential && runFromStart { startStreamIfUseful() }
         var copied = 0
         while copied < wanted {
             let position = offset + Int64(copied)
@@ -182,6 +187,7 @@ public final class RemoteFileReader: @unchecked Sendable {
                 current.close()
                 stream = nil
                 sequentialRun = 0
+                runFromStart = false
                 if current.hasFailed { streamFailures += 1 }
             }
             if let index = prefetches.firstIndex(where: { $0.contains(position) }) {
@@ -262,8 +268,12 @@ public final class RemoteFileReader: @unchecked Sendable {
     }
 
     /// A long sequential run streams the rest of the file: from where windows held or in flight end.
+    /// A run from offset 0 (`cat`, `cp`, `rsync`, a checksum) streams from its first read: waiting
+    /// for `streamAfter` bytes cost a round trip per window before it (at 100 ms per call, a third
+    /// of a 1 GiB `cat` on one connection), and the windows it replaces fetched more than the
+    /// stream buffers ahead, so a reader that stops early (`file`, `head`) wastes no more.
     private func startStreamIfUseful() {
-        guard stream == nil, let after = tuning.streamAfter, sequentialRun >= after, streamFailures < 3,
+        guard stream == nil, let after = tuning.streamAfter, sequentialRun >= after || runFromStart, streamFailures < 3,
               source.canStream else { return }
         let start = max(prefetches.last?.end ?? 0, windows.last?.end ?? 0, frontier)
         guard entry.size - start > after else { return }
