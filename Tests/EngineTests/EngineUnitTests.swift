@@ -669,3 +669,38 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
         other.close()
     }
 }
+
+/// A file's upload workers start as its parts wait, up to the limit: a one-slice file (most of a
+/// `tar -x`) started four threads, and the budget-sized limit would have made that eight.
+@Suite struct PipelineWorkerTests {
+    static func threads(named prefix: String) -> Int {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        return tasks.filter { task in
+            ((try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8)) ?? "").hasPrefix(prefix)
+        }.count
+    }
+
+    @Test func workersStartOnlyWhenPartsWait() throws {
+        let gate = DispatchSemaphore(value: 0)
+        let pipeline = OrderedPipeline(threads: 8, name: "lazyw", progress: ProgressCounters(mode: .streaming),
+                                       upload: { _, _, _ throws(NetdiskError) in gate.wait() })
+        let bytes = [UInt8](repeating: 1, count: 64)
+        try bytes.withUnsafeBytes { raw in
+            func part(_ partseq: Int) -> PipelineJob {
+                PipelineJob(partseq: partseq, bytes: PartBytes(base: raw.baseAddress, count: raw.count), knownMD5: "x", release: {})
+            }
+            try pipeline.submit(part(0))
+            Thread.sleep(forTimeInterval: 0.3)
+            #expect(Self.threads(named: "lazyw.upload") == 1, "one part, one worker")
+            try pipeline.submit(part(1))
+            try pipeline.submit(part(2))
+            Thread.sleep(forTimeInterval: 0.3)
+            #expect(Self.threads(named: "lazyw.upload") == 3, "three parts uploading at once, three workers")
+            for _ in 0..<3 { gate.signal() }
+            _ = try pipeline.finish()
+        }
+        #expect(EngineOptions.uploadThreads(budget: 64 << 20, slice: 4 << 20) == 8)
+        #expect(EngineOptions.uploadThreads(budget: 64 << 20, slice: 16 << 20) == 4)
+        #expect(EngineOptions.uploadThreads(budget: 8 << 20, slice: 4 << 20) == 4)
+    }
+}

@@ -76,7 +76,7 @@ struct MountBackend: Sendable {
             let root = RemotePath(root: options.root ?? settings.remoteRoot).root
             warnOutsideAppFolder(root, logger: logger, isEmulator: options.emulator || options.emulatorURL != nil)
             try await ensureDirectory(root, client: client)
-            var engine = EngineOptions.forTier(account.tier, sliceSize: EngineOptions.smallestSlice(for: account.tier), threads: 4,
+            var engine = EngineOptions.forTier(account.tier, sliceSize: EngineOptions.smallestSlice(for: account.tier),
                                                cacheDirectory: options.cacheDirectory ?? EngineOptions.defaultCacheDirectory())
             engine.conflictPolicy = .overwrite
             let staging = engine.stagingDirectory(for: RemotePath.join(root, "file"))
@@ -93,6 +93,7 @@ struct MountBackend: Sendable {
             await StagingSweeper.sweep(api: client, directory: staging, logger: logger)
             // At least one slice, or no file could ever make progress.
             let memory = MemoryBudget(bytes: max(options.maxMemory ?? defaultMaxMemory, engine.sliceSize))
+            engine.threads = EngineOptions.uploadThreads(budget: memory.capacity, slice: engine.sliceSize)
             let writers = EngineWriteSessionFactory(api: client, options: engine, budget: memory, logger: logger)
             var writeback: WritebackQueue?
             let directory = XDGDirectories.netdiskfs(.state) + "/writeback-\(account.uk)"

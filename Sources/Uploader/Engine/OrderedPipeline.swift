@@ -13,7 +13,9 @@ struct PipelineJob: Sendable {
 /// Uploads parts concurrently with a bounded number in flight, in the order they were submitted.
 ///
 /// Submission (acquiring a section) is strictly ordered and happens on the producer's thread;
-/// hashing and uploading run on `threads` dedicated worker threads. `release` always runs.
+/// hashing and uploading run on up to `threads` dedicated worker threads, each started when a part
+/// waits and no worker is free (a file of one slice, most of a `tar -x`, starts one, not eight).
+/// `release` always runs.
 /// The first fatal error cancels everything queued and is what `submit`/`finish` throw.
 final class OrderedPipeline: @unchecked Sendable {
     typealias Upload = @Sendable (_ partseq: Int, _ bytes: PartBytes, _ md5: String) throws(NetdiskError) -> Void
@@ -28,6 +30,10 @@ final class OrderedPipeline: @unchecked Sendable {
     private var failure: NetdiskError?
     private var md5s: [Int: String] = [:]
     private var liveWorkers = 0
+    /// Workers waiting for a part.
+    private var idleWorkers = 0
+    private let maxWorkers: Int
+    private let name: String
     private let upload: Upload
     private let progress: ProgressCounters
     private let onPartDone: (@Sendable (Int, String) -> Void)?
@@ -37,13 +43,22 @@ final class OrderedPipeline: @unchecked Sendable {
         self.upload = upload
         self.progress = progress
         self.onPartDone = onPartDone
-        liveWorkers = threads
-        for index in 0..<threads {
-            let thread = Thread { [self] in workerLoop() }
-            thread.name = "\(name).upload\(index)"
-            thread.stackSize = 512 << 10
-            thread.start()
+        self.maxWorkers = max(1, threads)
+        self.name = name
+    }
+
+    /// Called with the lock held, after a part was queued.
+    private func startWorkerIfNeeded() {
+        // Only the head's taken entries are nil: everything from queueHead on waits.
+        guard queue.count - queueHead > idleWorkers, liveWorkers < maxWorkers else { return }
+        let threadName = "\(name).upload\(liveWorkers)"
+        let thread = Thread { [self] in
+            Thread.current.name = threadName // named from inside, so `top -H` and /proc show it
+            workerLoop()
         }
+        thread.stackSize = 512 << 10
+        liveWorkers += 1
+        thread.start()
     }
 
     /// Queues a part; throws (after releasing it) if the pipeline already failed.
@@ -55,6 +70,7 @@ final class OrderedPipeline: @unchecked Sendable {
             throw failure
         }
         queue.append(job)
+        startWorkerIfNeeded()
         condition.signal()
         condition.unlock()
     }
@@ -110,7 +126,9 @@ final class OrderedPipeline: @unchecked Sendable {
                 condition.broadcast()
                 return nil
             }
+            idleWorkers += 1
             condition.wait()
+            idleWorkers -= 1
         }
     }
 
