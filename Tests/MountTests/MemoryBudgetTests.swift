@@ -138,6 +138,25 @@ struct SharedMemoryBudgetTests {
 /// thread, and with 16 threads (the old default) 18 `cp`s left `ls` waiting 36 s.
 @Suite(.serialized, .enabled(if: FuseSupport.shouldRun, "needs /dev/fuse (set CI=true to fail instead of skipping)"))
 struct BlockedWriterTests {
+    /// A listing past its TTL answers when the cloud is slow to refresh it (the chaos suite's
+    /// frequency-control pause made `ls` take 2 s): within about a second, with what it had,
+    /// and the refresh lands in the cache when it ends.
+    @Test func anExpiredListingAnswersWhileTheCloudIsSlow() async throws {
+        try await withMount(["--dir-cache-ttl", "1"]) { m in
+            try await shell("mkdir \(m.mounted("d")) && echo hi > \(m.mounted("d/x")) && ls \(m.mounted("d"))")
+            try await Task.sleep(for: .milliseconds(1500))
+            try await shell("curl -sf -X POST --data 'list:delay=4s' \(m.emulator.baseURL)/__emulator/faults")
+            for probe in ["ls \(m.mounted("d"))", "stat \(m.mounted("d/x"))", "ls \(m.mounted("d"))"] {
+                let started = Date()
+                let result = try await shell("timeout 10 \(probe)", check: false)
+                let seconds = Date().timeIntervalSince(started)
+                #expect(result.status == 0 && seconds < 1.8, "\(probe): \(seconds) s, exit \(result.status)")
+                #expect(probe.hasPrefix("stat") || result.stdout == "x\n", "\(probe): \(result.stdout)")
+            }
+            try await shell("curl -sf -X POST --data '' \(m.emulator.baseURL)/__emulator/faults")
+        }
+    }
+
     @Test func lsAndStatAnswerWhileTwentyFourWritersWait() async throws {
         try await withMount { m in
             try await shell("head -c \(12 << 20) /dev/urandom > \(m.local("src")) && mkdir \(m.mounted("d")) && echo hi > \(m.mounted("other"))")

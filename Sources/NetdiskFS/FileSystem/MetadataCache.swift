@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 import Uploader
 
@@ -112,42 +113,62 @@ final class MetadataCache: Sendable {
         return listing
     }
 
+    /// How long the caller that starts a listing's refresh waits for it when the expired listing
+    /// can answer instead.
+    static let staleAnswerAfter = 0.5
+
+    /// A listing past its TTL is refreshed, but when the cloud takes longer than
+    /// ``staleAnswerAfter`` (a frequency-control pause, a slow or stalled server) the expired
+    /// listing answers, as it does at once for callers that find the refresh already running; the
+    /// refresh lands in the cache when it ends. So `ls` and `stat` stay well under a second per
+    /// directory whatever the cloud does (our own changes are in the overlay anyway).
     private func cloudListing(of directory: String) throws(NetdiskError) -> Listing {
         let now = clock.now
-        enum Plan { case cached(Listing), wait(InflightFetch), fetch(InflightFetch) }
+        enum Plan { case cached(Listing), wait(InflightFetch, stale: Listing?), fetch(InflightFetch, stale: Listing?) }
         let plan = state.withLock { state -> Plan in
-            if let listing = state.listings[directory], now - listing.fetchedAt < ttl { return .cached(listing) }
-            if let fetch = state.inflight[directory] { return .wait(fetch) }
+            let known = state.listings[directory]
+            if let known, now - known.fetchedAt < ttl { return .cached(known) }
+            if let fetch = state.inflight[directory] { return .wait(fetch, stale: known) }
             let fetch = InflightFetch()
             state.inflight[directory] = fetch
-            return .fetch(fetch)
+            return .fetch(fetch, stale: known)
         }
         switch plan {
         case .cached(let listing):
             return listing
-        case .wait(let fetch):
+        case .wait(let fetch, let stale):
+            if let stale { return stale }
             fetch.done.wait()
             return try fetch.result!.get()
-        case .fetch(let fetch):
-            let result: Result<Listing, NetdiskError>
-            do throws(NetdiskError) {
-                result = .success(try fetchListing(directory))
-            } catch {
-                result = .failure(error)
-            }
-            state.withLock { state in
-                state.inflight[directory] = nil
-                if case .success(var listing) = result {
-                    applyOverlay(to: &listing, directory: directory, state: &state)
-                    state.listings[directory] = listing
-                    fetch.result = .success(listing)
-                } else {
-                    fetch.result = result
-                }
-            }
-            fetch.done.open()
+        case .fetch(let fetch, nil):
+            refresh(directory, fetch)
+            return try fetch.result!.get()
+        case .fetch(let fetch, let stale?):
+            // A plain thread: the refresh may outlive this FUSE request.
+            Thread.detachNewThread { self.refresh(directory, fetch) }
+            guard fetch.done.wait(atMost: Self.staleAnswerAfter) else { return stale }
             return try fetch.result!.get()
         }
+    }
+
+    private func refresh(_ directory: String, _ fetch: InflightFetch) {
+        let result: Result<Listing, NetdiskError>
+        do throws(NetdiskError) {
+            result = .success(try fetchListing(directory))
+        } catch {
+            result = .failure(error)
+        }
+        state.withLock { state in
+            state.inflight[directory] = nil
+            if case .success(var listing) = result {
+                applyOverlay(to: &listing, directory: directory, state: &state)
+                state.listings[directory] = listing
+                fetch.result = .success(listing)
+            } else {
+                fetch.result = result
+            }
+        }
+        fetch.done.open()
     }
 
     private func fetchListing(_ directory: String) throws(NetdiskError) -> Listing {

@@ -13,6 +13,17 @@ public final class Gate: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// Waits at most `seconds`; true when the gate opened.
+    public func wait(atMost seconds: Double) -> Bool {
+        let deadline = Date(timeIntervalSinceNow: seconds)
+        condition.lock()
+        defer { condition.unlock() }
+        while !isOpen {
+            if !condition.wait(until: deadline) { return isOpen }
+        }
+        return true
+    }
+
     public func open() {
         condition.lock()
         isOpen = true
