@@ -79,7 +79,7 @@ public struct MountCommand: AsyncParsableCommand {
     @Option(help: "Directory for the cached (out-of-order write) path's sparse files.")
     var cacheDir: String?
 
-    @Option(help: "Seconds a directory listing is trusted before it is fetched again.")
+    @Option(help: "Seconds a directory listing is trusted before it is fetched again (while the cloud takes over 0.5 s to answer, the expired listing answers).")
     var dirCacheTTL: Double = 30
 
     @Option(name: .customShort("o"), parsing: .singleValue, help: "A FUSE mount option (repeatable), e.g. -o noatime.")
