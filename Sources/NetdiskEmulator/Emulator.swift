@@ -108,6 +108,7 @@ final class Emulator: Sendable {
             default: break
             }
             let response = try await handle(route.endpoint, call)
+            for case .delayAfter(let seconds) in actions { try await Task.sleep(for: .milliseconds(Int64(seconds * 1000))) }
             return call.has(.resetAfter) ? Reply.reset() : response
         } catch let failure as BaiduFailure {
             switch route.family {
@@ -159,7 +160,7 @@ final class Emulator: Sendable {
                 try await store.expireAllTokens()
             case .expireUpload:
                 try await store.expireUploads(call.query["uploadid"])
-            case .delay, .badMD5, .oauthError, .resetAfter:
+            case .delay, .delayAfter, .badMD5, .oauthError, .resetAfter:
                 break
             }
         }

@@ -11,6 +11,9 @@ enum FaultAction: Sendable, Equatable {
     case resetAfter
     /// Wait this many seconds, then serve the call normally.
     case delay(Double)
+    /// Serve the call, then wait this many seconds before answering: a slow way back, so the
+    /// answer shows the state at the moment it was served (as a real network's would).
+    case delayAfter(Double)
     /// Answer with this Baidu errno (error_code on pcs hosts).
     case errno(Int)
     /// Expire every access token now; the call itself then fails as expired.
@@ -118,6 +121,9 @@ enum FaultSpec {
         case "delay":
             guard let value, let seconds = parseDuration(value) else { throw .invalid("delay needs e.g. 200ms or 2s") }
             parsed = .delay(seconds)
+        case "delay-after":
+            guard let value, let seconds = parseDuration(value) else { throw .invalid("delay-after needs e.g. 200ms or 2s") }
+            parsed = .delayAfter(seconds)
         case "errno":
             guard let code = value.flatMap(Int.init) else { throw .invalid("errno needs a number") }
             parsed = .errno(code)

@@ -157,6 +157,24 @@ struct BlockedWriterTests {
         }
     }
 
+    /// A refresh still running when its directory is moved away and made again must not bring the
+    /// old contents back into the new directory when it lands.
+    @Test func aLateRefreshDoesNotResurrectAMovedDirectory() async throws {
+        try await withMount(["--dir-cache-ttl", "2"]) { m in
+            try await shell("mkdir \(m.mounted("d")) && echo hi > \(m.mounted("d/x")) && ls \(m.mounted("d"))")
+            try await Task.sleep(for: .milliseconds(2500))
+            // Served now, answered in 3 s: the answer is d as it is before the move.
+            try await shell("curl -sf -X POST --data 'list:delay-after=3s' \(m.emulator.baseURL)/__emulator/faults")
+            #expect(try await shell("ls \(m.mounted("d"))").stdout == "x\n", "the expired listing answers")
+            try await shell("curl -sf -X POST --data '' \(m.emulator.baseURL)/__emulator/faults")
+            try await shell("mv \(m.mounted("d")) \(m.mounted("e")) && mkdir \(m.mounted("d"))")
+            // The slow refresh of the old d lands about 3 s after that ls; look within its TTL.
+            try await Task.sleep(for: .milliseconds(3300))
+            #expect(try await shell("ls \(m.mounted("d"))").stdout == "", "the new d is empty")
+            #expect(try await shell("ls \(m.mounted("e"))").stdout == "x\n")
+        }
+    }
+
     @Test func lsAndStatAnswerWhileTwentyFourWritersWait() async throws {
         try await withMount { m in
             try await shell("head -c \(12 << 20) /dev/urandom > \(m.local("src")) && mkdir \(m.mounted("d")) && echo hi > \(m.mounted("other"))")

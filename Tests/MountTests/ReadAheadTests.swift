@@ -143,4 +143,37 @@ import Uploader
         #expect(seconds < 0.2, "a 3-byte read took \(seconds) s on a full budget")
         budget.release(512 << 10, for: .writes)
     }
+
+    /// Records where streams were asked for, and fails them (reads then fall back to windows).
+    final class StreamRecordingSource: RangeSource {
+        let inner: CountingSource
+        let streams = Mutex([Int64]())
+        init(size: Int64) { inner = CountingSource(size: size) }
+        func download(fsID: UInt64, offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(NetdiskError) -> Int {
+            try inner.download(fsID: fsID, offset: offset, into: buffer)
+        }
+        var canStream: Bool { true }
+        func stream(fsID: UInt64, offset: Int64, length: Int64, into sink: ResponseSink) throws(NetdiskError) {
+            streams.withLock { $0.append(offset) }
+            throw .transport("no streams in this test")
+        }
+    }
+
+    /// A read from offset 0 streams at once; a first read further in (`tail`, `unzip -l`, an mp4's
+    /// index at the end) must not stream from 0, which would download everything before it.
+    @Test func onlyARunFromTheStartStreamsAtOnce() throws {
+        let size: Int64 = 6 << 20
+        // 256 KiB: past the first window (64 KiB here), yet near enough to 0 to count as sequential.
+        for (offset, expected) in [(Int64(256 << 10), [Int64]()), (size - 4096, []), (Int64(0), [Int64(0)])] {
+            let source = StreamRecordingSource(size: size)
+            let entry = RemoteEntry(fsID: 7, path: "/f", name: "f", size: size, isDirectory: false)
+            let reader = RemoteFileReader(entry: entry, links: source, budget: MemoryBudget(bytes: 64 << 20), tuning: Self.tuning)
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let count = try buffer.withUnsafeMutableBytes { try reader.read(into: $0, at: offset) }
+            #expect(count == 4096 && Self.check(buffer[...], at: offset))
+            Thread.sleep(forTimeInterval: 0.2)
+            #expect(source.streams.withLock { $0 } == expected, "first read at \(offset)")
+            withExtendedLifetime(reader) {}
+        }
+    }
 }

@@ -25,13 +25,30 @@ final class MetadataCache: Sendable {
         var pinned: [String: (entry: RemoteEntry, until: ContinuousClock.Instant)] = [:]
         var hidden: [String: ContinuousClock.Instant] = [:]
         var inflight: [String: InflightFetch] = [:]
+        /// Refreshes running on their own threads (capped: see ``maxBackgroundRefreshes``).
+        var backgroundRefreshes = 0
+
+        /// Our change made in-flight fetches at or under `path` out of date: they still answer
+        /// their waiters but are not stored, and the next caller fetches anew.
+        mutating func discardFetches(under path: String) {
+            for (key, fetch) in inflight where MetadataCache.isSelfOrDescendant(key, of: path) {
+                fetch.discarded = true
+                inflight[key] = nil
+            }
+        }
     }
 
-    /// One fetch of a listing that concurrent lookups wait on.
+    /// One fetch of a listing that concurrent lookups wait on. `discarded` is read and written
+    /// under the state lock.
     private final class InflightFetch: @unchecked Sendable {
         let done = Gate()
         var result: Result<Listing, NetdiskError>?
+        var discarded = false
     }
+
+    /// At most this many listings refresh in the background at once; past it an expired listing
+    /// answers without one (a `find` on a slow cloud would otherwise pile up list calls).
+    static let maxBackgroundRefreshes = 4
 
     static let pageSize = 1000
     private let api: any NetdiskAPI
@@ -129,8 +146,10 @@ final class MetadataCache: Sendable {
             let known = state.listings[directory]
             if let known, now - known.fetchedAt < ttl { return .cached(known) }
             if let fetch = state.inflight[directory] { return .wait(fetch, stale: known) }
+            if let known, state.backgroundRefreshes >= Self.maxBackgroundRefreshes { return .cached(known) }
             let fetch = InflightFetch()
             state.inflight[directory] = fetch
+            if known != nil { state.backgroundRefreshes += 1 }
             return .fetch(fetch, stale: known)
         }
         switch plan {
@@ -145,8 +164,14 @@ final class MetadataCache: Sendable {
             return try fetch.result!.get()
         case .fetch(let fetch, let stale?):
             // A plain thread: the refresh may outlive this FUSE request.
-            Thread.detachNewThread { self.refresh(directory, fetch) }
-            guard fetch.done.wait(atMost: Self.staleAnswerAfter) else { return stale }
+            Thread.detachNewThread {
+                self.refresh(directory, fetch)
+                self.state.withLock { $0.backgroundRefreshes -= 1 }
+            }
+            guard fetch.done.wait(atMost: Self.staleAnswerAfter) else {
+                // The listing as it is now: our own changes since `stale` was read are applied to it.
+                return state.withLock { $0.listings[directory] } ?? stale
+            }
             return try fetch.result!.get()
         }
     }
@@ -159,10 +184,10 @@ final class MetadataCache: Sendable {
             result = .failure(error)
         }
         state.withLock { state in
-            state.inflight[directory] = nil
+            if state.inflight[directory] === fetch { state.inflight[directory] = nil }
             if case .success(var listing) = result {
                 applyOverlay(to: &listing, directory: directory, state: &state)
-                state.listings[directory] = listing
+                if !fetch.discarded { state.listings[directory] = listing }
                 fetch.result = .success(listing)
             } else {
                 fetch.result = result
@@ -206,7 +231,10 @@ final class MetadataCache: Sendable {
 
     private func rememberMissing(_ path: String) {
         let until = clock.now + negativeTTL
-        state.withLock { $0.negative[path] = until }
+        state.withLock { state in
+            // A path we just created is not missing, whatever an older listing said.
+            if state.pinned[path] == nil { state.negative[path] = until }
+        }
     }
 
     // MARK: our own changes
@@ -223,6 +251,7 @@ final class MetadataCache: Sendable {
             state.negative = state.negative.filter { !Self.isSelfOrDescendant($0.key, of: entry.path) }
             if entry.isDirectory, state.listings[entry.path] == nil {
                 state.listings[entry.path] = Listing(entries: [:], fetchedAt: clock.now)
+                state.discardFetches(under: entry.path)
             }
         }
     }
@@ -236,6 +265,7 @@ final class MetadataCache: Sendable {
             state.hidden[path] = until
             state.listings[parent]?.entries[name] = nil
             state.listings = state.listings.filter { !Self.isSelfOrDescendant($0.key, of: path) }
+            state.discardFetches(under: path)
             state.negative[path] = clock.now + negativeTTL
         }
     }
@@ -250,6 +280,7 @@ final class MetadataCache: Sendable {
             // Its children's cached listings carry old paths; fetch again when needed.
             state.withLock { state in
                 state.listings[target] = nil
+                state.discardFetches(under: target)
             }
         }
     }
@@ -258,6 +289,8 @@ final class MetadataCache: Sendable {
     func invalidate(_ directory: String) {
         state.withLock { state in
             state.listings[directory] = nil
+            // An O_EXCL check must not join a fetch that began before it asked.
+            state.discardFetches(under: directory)
             state.negative = state.negative.filter { !Self.isSelfOrDescendant($0.key, of: directory) }
         }
     }

@@ -161,6 +161,9 @@ public final class RemoteFileReader: @unchecked Sendable {
             sequentialRun = 0
             runFromStart = false
         }
+        // A first read past the first window (`tail`, `unzip -l`, an mp4 index at the end) is no run
+        // from the start: streaming from 0 would download everything before it.
+        if sequentialRun == 0 && offset >= Int64(tuning.initialWindow) { runFromStart = false }
         // A run from the start streams from its first read: no window's round trip before the stream's.
         if sequential && runFromStart { startStreamIfUseful() }
         var copied = 0
