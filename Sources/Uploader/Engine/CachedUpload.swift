@@ -165,18 +165,26 @@ public struct CachedUpload: Sendable {
             return ContentDigest(size: 0, contentMD5: BaiduProtocol.emptyMD5, sliceMD5: BaiduProtocol.emptyMD5,
                                  blockList: [BaiduProtocol.emptyMD5])
         }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: min(slice, Int(source.size)), alignment: 64)
-        defer { buffer.deallocate() }
+        // Allocated only for bytes not already in memory (a small file's window hashes in place).
+        var buffer: UnsafeMutableRawBufferPointer?
+        defer { buffer?.deallocate() }
         var content = MD5Hasher()
         var blocks: [String] = []
         var sliceMD5 = ""
         var offset: Int64 = 0
         while offset < source.size {
             let want = Int(min(Int64(slice), source.size - offset))
-            let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<want])
-            let got = try source.read(into: chunk, at: offset)
-            guard got == want else { throw .localIO("source shrank while hashing (wanted \(want) bytes at \(offset), got \(got))") }
-            let bytes = UnsafeRawBufferPointer(chunk)
+            let bytes: UnsafeRawBufferPointer
+            if let held = source.inMemory(at: offset, count: want), let base = held.bytes.base {
+                bytes = UnsafeRawBufferPointer(start: base, count: want)
+            } else {
+                let storage = buffer ?? UnsafeMutableRawBufferPointer.allocate(byteCount: min(slice, Int(source.size)), alignment: 64)
+                buffer = storage
+                let chunk = UnsafeMutableRawBufferPointer(rebasing: storage[0..<want])
+                let got = try source.read(into: chunk, at: offset)
+                guard got == want else { throw .localIO("source shrank while hashing (wanted \(want) bytes at \(offset), got \(got))") }
+                bytes = UnsafeRawBufferPointer(chunk)
+            }
             content.update(bytes)
             blocks.append(MD5Hasher.hex(of: bytes))
             if offset == 0 {
@@ -206,9 +214,16 @@ public struct CachedUpload: Sendable {
         do throws(NetdiskError) {
             for partseq in parts {
                 if let error = pipeline.error { throw error }
-                let buffer = try pool.acquire()
                 let offset = Int64(partseq) * Int64(slice)
                 let want = Int(min(Int64(slice), digest.size - offset))
+                if let held = source.inMemory(at: offset, count: want) {
+                    // Already in memory: no copy; the job keeps the holder's buffer mapped until it ends.
+                    let owner = held.owner
+                    try pipeline.submit(PipelineJob(partseq: partseq, bytes: held.bytes, knownMD5: digest.blockList[partseq],
+                                                    release: { withExtendedLifetime(owner) {} }))
+                    continue
+                }
+                let buffer = try pool.acquire()
                 let got: Int
                 do throws(NetdiskError) {
                     got = try source.read(into: UnsafeMutableRawBufferPointer(start: buffer.base, count: want), at: offset)

@@ -8,6 +8,13 @@ public protocol RandomAccessSource: Sendable {
     var size: Int64 { get }
     /// Fills `buffer` from `offset`; returns the bytes read (short only at the end).
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(NetdiskError) -> Int
+    /// The bytes at `offset..<offset+count` where they already are in memory, with the buffer that
+    /// holds them (kept alive while the part uploads); nil: read them into a buffer of the upload's.
+    func inMemory(at offset: Int64, count: Int) -> (bytes: PartBytes, owner: SectionBuffer)?
+}
+
+extension RandomAccessSource {
+    public func inMemory(at offset: Int64, count: Int) -> (bytes: PartBytes, owner: SectionBuffer)? { nil }
 }
 
 /// Who a local source is, so a resumed upload can tell the same file from a changed one.

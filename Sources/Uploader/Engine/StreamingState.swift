@@ -214,6 +214,15 @@ final class StreamingState: @unchecked Sendable {
             guard let count = state.read(into: buffer, at: offset) else { throw .localIO("window read of sent bytes") }
             return count
         }
+
+        /// A whole written slot as it is: a small file's one part is uploaded from the window's own
+        /// buffer instead of a copy (16 writers of 3 MiB stalled on a slow server held 6 MiB each).
+        func inMemory(at offset: Int64, count: Int) -> (bytes: PartBytes, owner: SectionBuffer)? {
+            let part = Int(offset / Int64(state.slice))
+            guard offset == Int64(part) * Int64(state.slice), part >= state.sentParts, count <= state.slice,
+                  let slot = state.slots[part], slot.written.contains(0..<Int64(count)) else { return nil }
+            return (PartBytes(base: UnsafeRawPointer(slot.buffer.base), count: count), slot.buffer)
+        }
     }
 }
 
