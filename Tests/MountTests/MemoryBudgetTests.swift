@@ -76,8 +76,9 @@ struct SharedMemoryBudgetTests {
             try "5".write(toFile: "/proc/\(pid)/clear_refs", atomically: false, encoding: .utf8) // resets VmHWM
             try await shell("for i in $(seq 16); do cp \(m.local("src"))$i \(m.mounted("d"))/f$i & done; wait")
             let grown = (try Self.kibibytes("VmHWM", pid: pid) - idle) >> 10
-            // 16 × 4 MiB of data: held once is 64 MiB and some; held twice was 128 and more.
-            #expect(grown < 100, "resident memory grew \(grown) MiB for 16 files of 4 MiB")
+            // 16 × 4 MiB of data: held once is 64 MiB and some (88 measured); held twice was 151.
+            print("smallFilesWaitingOnASlowServerAreHeldOnce: resident memory grew \(grown) MiB")
+            #expect(grown < 110, "resident memory grew \(grown) MiB for 16 files of 4 MiB")
             let cloud = try await m.cloudFiles()
             for i in 1...16 {
                 let md5 = try await shell("md5sum < \(m.local("src"))\(i) | cut -d' ' -f1").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -174,7 +175,7 @@ struct BlockedWriterTests {
                 let started = Date()
                 let result = try await shell("timeout 10 \(probe)", check: false)
                 let seconds = Date().timeIntervalSince(started)
-                #expect(result.status == 0 && seconds < 1.8, "\(probe): \(seconds) s, exit \(result.status)")
+                #expect(result.status == 0 && seconds < 2, "\(probe): \(seconds) s, exit \(result.status)")
                 #expect(probe.hasPrefix("stat") || result.stdout == "x\n", "\(probe): \(result.stdout)")
             }
             try await shell("curl -sf -X POST --data '' \(m.emulator.baseURL)/__emulator/faults")

@@ -217,6 +217,8 @@ final class StreamingState: @unchecked Sendable {
 
         /// A whole written slot as it is: a small file's one part is uploaded from the window's own
         /// buffer instead of a copy (16 writers of 3 MiB stalled on a slow server held 6 MiB each).
+        /// Safe without a lock of its own: the session's lock is held for the whole commit, so no
+        /// write, truncate or fallback touches the slots meanwhile.
         func inMemory(at offset: Int64, count: Int) -> (bytes: PartBytes, owner: SectionBuffer)? {
             let part = Int(offset / Int64(state.slice))
             guard offset == Int64(part) * Int64(state.slice), part >= state.sentParts, count <= state.slice,
