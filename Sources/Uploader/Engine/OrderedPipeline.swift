@@ -75,6 +75,13 @@ final class OrderedPipeline: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// Worker threads started and not yet finished: what the lazy start decided, counted when it
+    /// decides, not when the thread is first scheduled.
+    var workerCount: Int {
+        condition.lock(); defer { condition.unlock() }
+        return liveWorkers
+    }
+
     /// The first fatal error so far, if any (lets producers stop early).
     var error: NetdiskError? {
         condition.lock(); defer { condition.unlock() }
