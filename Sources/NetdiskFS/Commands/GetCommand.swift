@@ -62,7 +62,7 @@ public struct GetCommand: AsyncParsableCommand {
             let chunk = chunkSize?.bytes ?? (connections == 1 ? 16 << 20 : 4 << 20)
             let download = RangedDownload(api: client, connections: connections, chunkSize: chunk, logger: logger)
             if destination == "-" {
-                try await runOnDedicatedThread(name: "netdiskfs.get") { () throws(NetdiskError) in
+                try await runOnDedicatedThread(name: "nd.get") { () throws(NetdiskError) in
                     try download.run(entry, into: StreamSink(fd: STDOUT_FILENO), progress: counters)
                 }
             } else {
@@ -73,7 +73,7 @@ public struct GetCommand: AsyncParsableCommand {
                 }
                 let partial = target + ".part"
                 let finalPath = target
-                try await runOnDedicatedThread(name: "netdiskfs.get") { () throws(NetdiskError) in
+                try await runOnDedicatedThread(name: "nd.get") { () throws(NetdiskError) in
                     do throws(NetdiskError) {
                         try download.run(entry, into: try FileSink(path: partial, size: entry.size), progress: counters)
                     } catch {

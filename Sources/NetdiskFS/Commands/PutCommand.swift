@@ -114,7 +114,7 @@ public struct PutCommand: AsyncParsableCommand {
                                        budget: budget(options),
                                        logger: logger, progressObserver: { reporter.update($0) })
         // stdin is read on a dedicated thread: read(2) blocks, and the session applies backpressure.
-        let entry = try await runOnDedicatedThread(name: "netdiskfs.stdin") { () throws(NetdiskError) -> RemoteEntry in
+        let entry = try await runOnDedicatedThread(name: "nd.stdin") { () throws(NetdiskError) -> RemoteEntry in
             let chunk = 1 << 20
             // A 1 MiB pipe (Linux F_SETPIPE_SZ; fails harmlessly on files and terminals) cuts the
             // reader's wake-ups sixteenfold compared with the default 64 KiB.
@@ -146,7 +146,7 @@ public struct PutCommand: AsyncParsableCommand {
                                   budget: budget(options),
                                   journal: journal, progress: counters, logger: logger)
         let path = source
-        let entry = try await runOnDedicatedThread(name: "netdiskfs.put") { () throws(NetdiskError) -> RemoteEntry in
+        let entry = try await runOnDedicatedThread(name: "nd.put") { () throws(NetdiskError) -> RemoteEntry in
             let file = try LocalFileSource(path: path)
             return try upload.upload(file, to: remote, identity: file.identity, localMtime: file.mtime)
         }

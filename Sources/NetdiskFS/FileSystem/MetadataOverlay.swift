@@ -116,15 +116,12 @@ public final class MetadataOverlay: @unchecked Sendable {
     /// Starts the once-a-second writer.
     public func startFlushing() {
         guard queue != nil, flusher == nil else { return }
-        let thread = Thread { [self] in
+        flusher = NamedThread.start("nd.overlay") { [self] in
             while !stopped.withLock({ $0 }) {
                 Thread.sleep(forTimeInterval: 1)
                 flush()
             }
         }
-        thread.name = "netdiskfs.overlay"
-        flusher = thread
-        thread.start()
     }
 
     /// Stops the writer and writes what is pending (unmount).

@@ -58,9 +58,7 @@ public enum AtomicFile {
 public enum BlockingIO {
     public static func run<T: Sendable>(_ work: @escaping @Sendable () -> Result<T, NetdiskError>) async throws(NetdiskError) -> T {
         let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, NetdiskError>, Never>) in
-            let thread = Thread { continuation.resume(returning: work()) }
-            thread.name = "netdiskfs-io"
-            thread.start()
+            NamedThread.start("nd.io") { continuation.resume(returning: work()) }
         }
         return try result.get()
     }

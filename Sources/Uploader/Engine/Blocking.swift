@@ -31,19 +31,16 @@ private final class ResultBox<T: Sendable>: @unchecked Sendable {
 
 /// Runs blocking work (file I/O, a whole upload) on a dedicated thread and awaits it from async code
 /// without occupying a cooperative-pool thread.
-public func runOnDedicatedThread<T: Sendable>(name: String = "netdiskfs.engine",
+public func runOnDedicatedThread<T: Sendable>(name: String = "nd.engine",
                                               _ work: @escaping @Sendable () throws(NetdiskError) -> T) async throws(NetdiskError) -> T {
     let result: Result<T, NetdiskError> = await withCheckedContinuation { continuation in
-        let thread = Thread {
+        NamedThread.start(name, stackSize: 1 << 20) {
             do throws(NetdiskError) {
                 continuation.resume(returning: .success(try work()))
             } catch {
                 continuation.resume(returning: .failure(error))
             }
         }
-        thread.name = name
-        thread.stackSize = 1 << 20
-        thread.start()
     }
     return try result.get()
 }

@@ -205,7 +205,7 @@ public struct CachedUpload: Sendable {
         let uploader = PartUploader(api: api, path: remotePath, uploadID: uploadID, attempts: options.partAttempts,
                                     baseDelay: options.retryBaseDelay, progress: progress, logger: logger)
         let journal = self.journal
-        let pipeline = OrderedPipeline(threads: min(options.threads, parts.count), name: "netdiskfs.cached",
+        let pipeline = OrderedPipeline(threads: min(options.threads, parts.count), name: "nd.cached",
                                        progress: progress,
                                        upload: { partseq, bytes, md5 throws(NetdiskError) in
                                            try uploader.upload(partseq: partseq, bytes: bytes, md5: md5) },

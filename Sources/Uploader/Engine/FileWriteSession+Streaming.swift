@@ -56,7 +56,7 @@ extension FileWriteSession {
         let uploader = PartUploader(api: api, path: path, uploadID: uploadID, attempts: options.partAttempts,
                                     baseDelay: options.retryBaseDelay, progress: counters, logger: logger)
         stream.uploadID = uploadID
-        stream.pipeline = OrderedPipeline(threads: options.threads, name: "netdiskfs.stream", progress: counters,
+        stream.pipeline = OrderedPipeline(threads: options.threads, name: "nd.stream", progress: counters,
                                           upload: { partseq, bytes, md5 throws(NetdiskError) in
                                               try uploader.upload(partseq: partseq, bytes: bytes, md5: md5) })
         record(failure: nil, pipeline: stream.pipeline)

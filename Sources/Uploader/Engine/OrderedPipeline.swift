@@ -51,14 +51,8 @@ final class OrderedPipeline: @unchecked Sendable {
     private func startWorkerIfNeeded() {
         // Only the head's taken entries are nil: everything from queueHead on waits.
         guard queue.count - queueHead > idleWorkers, liveWorkers < maxWorkers else { return }
-        let threadName = "\(name).upload\(liveWorkers)"
-        let thread = Thread { [self] in
-            Thread.current.name = threadName // named from inside, so `top -H` and /proc show it
-            workerLoop()
-        }
-        thread.stackSize = 512 << 10
         liveWorkers += 1
-        thread.start()
+        NamedThread.start("\(name)\(liveWorkers - 1)", stackSize: 512 << 10) { [self] in workerLoop() }
     }
 
     /// Queues a part; throws (after releasing it) if the pipeline already failed.

@@ -79,7 +79,7 @@ public struct RangedDownload: Sendable {
         let group = DispatchGroup()
         for index in 0..<workers {
             group.enter()
-            let thread = Thread { [self] in
+            NamedThread.start("nd.get\(index)") { [self] in
                 defer { group.leave() }
                 while let chunk = state.next() {
                     let offset = Int64(chunk) * Int64(chunkSize)
@@ -96,8 +96,6 @@ public struct RangedDownload: Sendable {
                     }
                 }
             }
-            thread.name = "netdiskfs.get\(index)"
-            thread.start()
         }
         group.wait()
         if let error = state.failure { throw error }

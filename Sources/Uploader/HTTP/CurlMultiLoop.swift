@@ -31,9 +31,7 @@ final class CurlMultiLoop: @unchecked Sendable {
         self.multi = multi
         self.userAgent = userAgent
         _ = ndfs_curl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, maxConnections)
-        let thread = Thread { [self] in run() }
-        thread.name = name
-        thread.start()
+        NamedThread.start(name) { [self] in run() }
     }
 
     func submit(_ transfer: CurlTransfer) {

@@ -21,7 +21,7 @@ public final class HTTPTransport: Sendable {
         self.userAgent = userAgent
         self.logger = logger
         loops = (0..<max(1, threads)).map {
-            CurlMultiLoop(name: "netdiskfs-curl-\($0)", userAgent: userAgent, maxConnections: maxConnectionsPerThread)
+            CurlMultiLoop(name: "nd.curl\($0)", userAgent: userAgent, maxConnections: maxConnectionsPerThread)
         }
     }
 

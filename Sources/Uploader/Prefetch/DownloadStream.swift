@@ -45,7 +45,7 @@ final class DownloadStream: ResponseSink, @unchecked Sendable {
 
     /// Runs the download on a thread of its own (it blocks for the stream's life).
     func run(_ body: @escaping @Sendable (DownloadStream) throws(NetdiskError) -> Void) {
-        let thread = Thread { [self] in
+        NamedThread.start("nd.download", stackSize: 256 << 10) { [self] in
             let result: Result<Void, NetdiskError>
             do throws(NetdiskError) {
                 try body(self)
@@ -58,9 +58,6 @@ final class DownloadStream: ResponseSink, @unchecked Sendable {
             condition.broadcast()
             condition.unlock()
         }
-        thread.name = "netdiskfs.stream"
-        thread.stackSize = 256 << 10
-        thread.start()
     }
 
     /// Whether a read at `offset` can come from this stream (now or once its bytes arrive).

@@ -127,10 +127,7 @@ public final class WritebackQueue: @unchecked Sendable {
     public func start(onCommitted: @escaping @Sendable (Entry, RemoteEntry) -> Void) {
         condition.withLock { self.onCommitted = onCommitted }
         for index in 0..<options.uploaders {
-            let thread = Thread { [self] in work() }
-            thread.name = "netdiskfs.writeback.\(index)"
-            workers.append(thread)
-            thread.start()
+            workers.append(NamedThread.start("nd.writeback\(index)") { [self] in work() })
         }
     }
 
