@@ -731,7 +731,9 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
             for _ in 0..<3 { gate.signal() }
             _ = try pipeline.finish()
         }
-        #expect(EngineOptions.uploadThreads(budget: 64 << 20, slice: 4 << 20) == 8)
+        #expect(EngineOptions.uploadThreads(budget: 64 << 20, slice: 4 << 20) == 16)
+        #expect(EngineOptions.uploadThreads(budget: 64 << 20, slice: 8 << 20) == 8)
+        #expect(EngineOptions.uploadThreads(budget: 1 << 30, slice: 4 << 20) == 16)
         #expect(EngineOptions.uploadThreads(budget: 64 << 20, slice: 16 << 20) == 4)
         #expect(EngineOptions.uploadThreads(budget: 8 << 20, slice: 4 << 20) == 4)
     }

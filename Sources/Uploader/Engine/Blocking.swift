@@ -4,7 +4,10 @@ import Foundation
 ///
 /// The engine's workers and the mount's FUSE threads are foreign threads that may block; the
 /// async call itself runs on the cooperative pool, which never waits on anything here.
-func awaitBlocking<T: Sendable>(_ operation: @escaping @Sendable () async throws(NetdiskError) -> T) throws(NetdiskError) -> T {
+/// `meanwhile` runs on the calling thread once the call has started, before the wait (a part's hash
+/// while the part is on the wire).
+func awaitBlocking<T: Sendable>(_ operation: @escaping @Sendable () async throws(NetdiskError) -> T,
+                                meanwhile: () -> Void = {}) throws(NetdiskError) -> T {
     let box = ResultBox<T>()
     let done = DispatchSemaphore(value: 0)
     Task.detached {
@@ -15,6 +18,7 @@ func awaitBlocking<T: Sendable>(_ operation: @escaping @Sendable () async throws
         }
         done.signal()
     }
+    meanwhile()
     done.wait()
     return try box.get()
 }
