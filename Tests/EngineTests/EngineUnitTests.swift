@@ -404,6 +404,47 @@ func writeAll(_ session: FileWriteSession, _ data: [UInt8], chunk: Int = 10_000)
     }
 }
 
+/// The parts kept for readers yield to a stream starved of parts on the wire: the head was never
+/// let go (the tail came back with every part sent), so at SVIP's 4 slices in the default budget the
+/// pinned head left 2 parts in flight, and `cp` at 100 ms per call ran at 0.68 of its 0 ms speed.
+@Suite struct SentPartsYieldTests {
+    @Test(.timeLimit(.minutes(1))) func theHeadGoesBackWhenTooFewPartsAreOnTheWire() async throws {
+        let api = FakeNetdisk()
+        let gate = Gate()
+        // The head's two parts upload at once (and are then kept for readers); every later part waits.
+        let slowAPI = GatedNetdisk(inner: api, gate: gate, ungatedParts: SentParts.headParts(slice: testSlice))
+        let budget = MemoryBudget(bytes: 5 * testSlice)
+        let session = FileWriteSession(api: slowAPI, remotePath: "/starved", mode: .streaming, options: testOptions(threads: 4),
+                                       budget: budget, logger: testLogger)
+        let data = SplitMix.bytes(12 * testSlice, seed: 77)
+        let head = SentParts.headParts(slice: testSlice) * testSlice
+        _ = try await onForeignThread { () throws(NetdiskError) -> Int in try session.write(data[..<head], at: 0); return 0 }
+        for _ in 0..<100 where api.partsReceived < 2 { try await Task.sleep(for: .milliseconds(20)) }
+        try await Task.sleep(for: .milliseconds(200))   // the head's uploads have ended: only readers hold it
+        let writer = Task {
+            try await onForeignThread { () throws(NetdiskError) -> Int in
+                for offset in stride(from: head, to: data.count, by: testSlice) {
+                    try session.write(data[offset..<offset + testSlice], at: Int64(offset))
+                }
+                return 0
+            }
+        }
+        var onTheWire = 0
+        for _ in 0..<100 where onTheWire < 4 {
+            try await Task.sleep(for: .milliseconds(50))
+            onTheWire = slowAPI.waiting
+        }
+        // 5 slices: one filling and four uploading once the head is let go; with the head kept, three.
+        #expect(onTheWire == 4, "parts on the wire while the budget is full: \(onTheWire)")
+        #expect(session.modeName == "streaming")
+        gate.open()
+        _ = try await writer.value
+        _ = try await onForeignThread { () throws(NetdiskError) -> RemoteEntry in try session.finish() }
+        #expect(api.content("/starved") == data)
+        #expect(budget.inUse == 0, "every buffer went back to the budget")
+    }
+}
+
 @Suite struct AbortTests {
     /// A writer blocked because every buffer is in flight is woken by abort, and nothing is committed.
     @Test(.timeLimit(.minutes(1))) func abortWakesABlockedWriter() async throws {
@@ -439,9 +480,16 @@ final class Gate: @unchecked Sendable {
 final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
     let inner: FakeNetdisk
     let gate: Gate
-    init(inner: FakeNetdisk, gate: Gate) {
+    /// Parts below this partseq pass at once.
+    let ungatedParts: Int
+    private let lock = NSLock()
+    private var atGate = 0
+    /// Part uploads waiting at the gate now.
+    var waiting: Int { lock.withLock { atGate } }
+    init(inner: FakeNetdisk, gate: Gate, ungatedParts: Int = 0) {
         self.inner = inner
         self.gate = gate
+        self.ungatedParts = ungatedParts
     }
     func accountInfo() async throws(NetdiskError) -> AccountInfo { try await inner.accountInfo() }
     func quota() async throws(NetdiskError) -> Quota { try await inner.quota() }
@@ -463,12 +511,16 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
     }
     func uploadPart(path: String, uploadID: String, partseq: Int, bytes: PartBytes) async throws(NetdiskError) -> String {
         // Wait on a dedicated thread so the cooperative pool stays free.
-        let gate = self.gate
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            Thread {
-                gate.wait()
-                continuation.resume()
-            }.start()
+        if partseq >= ungatedParts {
+            let gate = self.gate
+            lock.withLock { atGate += 1 }
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                Thread {
+                    gate.wait()
+                    continuation.resume()
+                }.start()
+            }
+            lock.withLock { atGate -= 1 }
         }
         return try await inner.uploadPart(path: path, uploadID: uploadID, partseq: partseq, bytes: bytes)
     }

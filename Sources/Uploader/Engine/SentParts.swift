@@ -13,7 +13,8 @@ import Foundation
 ///
 /// Each part's buffer returns to the pool only when both its upload and the readers are done
 /// with it. The pool's limit counts the head and the tail, so keeping them never makes a writer
-/// wait for itself. When the shared memory budget is short, the tail is let go first, then the head.
+/// wait for itself. When the shared memory budget is short, the tail is let go; the head too when
+/// the stream then has fewer than ``minimumInFlight`` parts on the wire, or nothing else to give.
 final class SentParts: @unchecked Sendable {
     private final class Part: @unchecked Sendable {
         /// Both dropped the moment the part goes back: a dead part stays in `parts` until the next
@@ -35,6 +36,7 @@ final class SentParts: @unchecked Sendable {
         }
 
         var isAlive: Bool { lock.withLock { alive } }
+        var isUploading: Bool { lock.withLock { alive && !uploaded } }
 
         /// Copies `count` bytes from `offset` in the part; false once its buffer went back.
         func copy(from offset: Int, count: Int, to target: UnsafeMutableRawPointer) -> Bool {
@@ -69,6 +71,11 @@ final class SentParts: @unchecked Sendable {
     private var keeping = true
 
     static let headBytes = 8 << 20
+    /// Parts on the wire below which a short budget takes the head back from readers. Why 4: at
+    /// SVIP's 16 MiB slices the default 64 MiB budget holds 4 slices; with one pinned for the head
+    /// and one filling, 2 parts in flight carried 206 MB/s at 100 ms per call against 301 MB/s at
+    /// 0 ms. At normal and VIP the budget keeps 6 to 13 on the wire next to the head.
+    static let minimumInFlight = 4
     static let tailBytes = 12 << 20
 
     /// Parts kept at the head for a slice size: enough for ``headBytes``, one or two.
@@ -104,6 +111,8 @@ final class SentParts: @unchecked Sendable {
     }
 
     var holdsAny: Bool { keeping && !parts.isEmpty }
+    /// Parts whose upload has not finished.
+    var uploading: Int { parts.values.filter(\.isUploading).count }
     var holdsTail: Bool { !tail.isEmpty }
 
     /// The shared budget is short: the tail goes back as its uploads finish (readable until then).

@@ -101,9 +101,14 @@ final class StreamingState: @unchecked Sendable {
         if case .budgetExhausted = attempt {
             // Parts kept for readers are a convenience, never a reason to wait on memory the shared
             // budget lacks. The tail goes first (it returns as its uploads finish; the acquire below
-            // waits for that); the head too once only it is left. Readers of sent bytes that are gone
-            // then take the cached path.
-            if sent.holdsTail {
+            // waits for that); the head too when the stream is starved of parts on the wire (the
+            // tail comes back with every part sent, so "once only the head is left" never came, and
+            // the head kept SVIP at 2 parts in flight), or once only it is left. Readers of sent
+            // bytes that are gone then take the cached path.
+            if sent.holdsAny && sent.uploading < SentParts.minimumInFlight {
+                sent.letGoOfAll()
+                attempt = try pool.tryAcquire(forceFirst: budgetWait == nil)
+            } else if sent.holdsTail {
                 sent.letGoOfTail()
             } else if sent.holdsAny {
                 sent.letGoOfAll()
