@@ -129,28 +129,36 @@ final class StatusPublisher: @unchecked Sendable {
         self.file = StatusFiles.file(for: mountpoint)
     }
 
+    /// Writes the first status file before it returns, then one a second on a thread of its own:
+    /// the mount reports itself ready after this, and `netdiskfs sync` or `status` run right then
+    /// (a remount after kill -9) found only the dead daemon's file and said "not a running mount".
     func start() {
         try? FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
-        Thread.detachNewThread { [self] in
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            var lastStatus = ""
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let first = publish(encoder: encoder, lastStatus: "")
+        NamedThread.start("nd.status") { [self] in
+            var lastStatus = first
             while !stopped.withLock({ $0 }) {
-                let snapshot = registry.snapshot(mountpoint: mountpoint, emulatorURL: emulatorURL)
-                if let data = try? encoder.encode(snapshot) {
-                    try? data.write(to: file, options: .atomic)
-                }
-                // systemd's STATUS= line (`systemctl status`), when it changes.
-                let status = Self.statusLine(snapshot)
-                if status != lastStatus {
-                    SystemdNotifier.notify("STATUS=\(status)")
-                    lastStatus = status
-                }
                 Thread.sleep(forTimeInterval: 1)
+                guard !stopped.withLock({ $0 }) else { break }
+                lastStatus = publish(encoder: encoder, lastStatus: lastStatus)
             }
             try? FileManager.default.removeItem(at: file)
             finished.open()
         }
+    }
+
+    /// Writes one snapshot; returns its systemd status line.
+    private func publish(encoder: JSONEncoder, lastStatus: String) -> String {
+        let snapshot = registry.snapshot(mountpoint: mountpoint, emulatorURL: emulatorURL)
+        if let data = try? encoder.encode(snapshot) {
+            try? data.write(to: file, options: .atomic)
+        }
+        // systemd's STATUS= line (`systemctl status`), when it changes.
+        let status = Self.statusLine(snapshot)
+        if status != lastStatus { SystemdNotifier.notify("STATUS=\(status)") }
+        return status
     }
 
     static func statusLine(_ snapshot: UploadRegistry.Snapshot) -> String {
