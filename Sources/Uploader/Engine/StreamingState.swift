@@ -81,10 +81,6 @@ final class StreamingState: @unchecked Sendable {
     /// so a wait without end is a deadlock; the caller spills this file to the cached path instead.
     func prepareSlots(from offset: Int64, to end: Int64, budgetWait: Double) throws(NetdiskError) -> Bool {
         guard end > offset else { return true }
-        // Parts of ours uploading (or held for readers) come back by themselves: waiting for them is
-        // plain backpressure, however slow the network. Only a file with nothing on its way back
-        // may be waiting on memory that never frees.
-        let budgetWait: Double? = pool.outstanding > slots.count ? nil : budgetWait
         for part in Int(offset / Int64(slice))...Int((end - 1) / Int64(slice)) where slots[part] == nil {
             guard try slotFor(part, budgetWait: budgetWait) != nil else { return false }
         }
@@ -95,9 +91,17 @@ final class StreamingState: @unchecked Sendable {
         try slotFor(part, budgetWait: nil)!
     }
 
+    /// Parts of ours uploading (or held for readers) come back by themselves: waiting for them is
+    /// plain backpressure, however slow the network. Only a file with nothing on its way back may be
+    /// waiting on memory that never frees, and only that wait is cut short. Asked at each acquire:
+    /// letting go of held parts may leave nothing on its way back.
+    private func waitLimit(_ budgetWait: Double?) -> Double? {
+        pool.outstanding > slots.count ? nil : budgetWait
+    }
+
     private func slotFor(_ part: Int, budgetWait: Double?) throws(NetdiskError) -> Slot? {
         if let slot = slots[part] { return slot }
-        var attempt = try pool.tryAcquire(forceFirst: budgetWait == nil)
+        var attempt = try pool.tryAcquire(forceFirst: waitLimit(budgetWait) == nil)
         if case .budgetExhausted = attempt {
             // Parts kept for readers are a convenience, never a reason to wait on memory the shared
             // budget lacks. The tail goes first (it returns as its uploads finish; the acquire below
@@ -107,16 +111,16 @@ final class StreamingState: @unchecked Sendable {
             // bytes that are gone then take the cached path.
             if sent.holdsAny && sent.uploading < SentParts.minimumInFlight {
                 sent.letGoOfAll()
-                attempt = try pool.tryAcquire(forceFirst: budgetWait == nil)
+                attempt = try pool.tryAcquire(forceFirst: waitLimit(budgetWait) == nil)
             } else if sent.holdsTail {
                 sent.letGoOfTail()
             } else if sent.holdsAny {
                 sent.letGoOfAll()
-                attempt = try pool.tryAcquire(forceFirst: budgetWait == nil)
+                attempt = try pool.tryAcquire(forceFirst: waitLimit(budgetWait) == nil)
             }
         }
         var buffer: SectionBuffer?
-        if case .buffer(let got) = attempt { buffer = got } else { buffer = try pool.acquire(budgetWait: budgetWait) }
+        if case .buffer(let got) = attempt { buffer = got } else { buffer = try pool.acquire(budgetWait: waitLimit(budgetWait)) }
         guard let buffer else { return nil }
         let slot = Slot(buffer: buffer)
         slots[part] = slot
