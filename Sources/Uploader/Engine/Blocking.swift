@@ -4,8 +4,8 @@ import Foundation
 ///
 /// The engine's workers and the mount's FUSE threads are foreign threads that may block; the
 /// async call itself runs on the cooperative pool, which never waits on anything here.
-/// `meanwhile` runs on the calling thread once the call has started, before the wait (a part's hash
-/// while the part is on the wire).
+/// `meanwhile` runs on the calling thread once the call's task is started, before the wait (a part's
+/// hash while the part goes out; on a busy machine the hash may end before the first byte is sent).
 func awaitBlocking<T: Sendable>(_ operation: @escaping @Sendable () async throws(NetdiskError) -> T,
                                 meanwhile: () -> Void = {}) throws(NetdiskError) -> T {
     let box = ResultBox<T>()

@@ -8,6 +8,14 @@ extension FileWriteSession {
 
     enum AdvanceResult { case ok, refused }
 
+    /// Sent parts whose upload has not ended (nil when not streaming): what decides whether the
+    /// head kept for readers yields to a short budget (see ``SentParts/minimumInFlight``).
+    var sentPartsUploading: Int? {
+        lock.lock(); defer { lock.unlock() }
+        if case .streaming(let stream) = state { return stream.sent.uploading }
+        return nil
+    }
+
     /// Hands every complete part at the head to the pipeline, starting the upload on the first one.
     func advance(_ stream: StreamingState) throws(NetdiskError) -> AdvanceResult {
         while let slot = stream.slots[stream.sentParts], slot.isFull(stream.slice) {

@@ -4,8 +4,8 @@ import Foundation
 ///
 /// Why not `Thread.name`: on Linux, Foundation applies a name only once `start()` has stored the
 /// new pthread, so a name set before `start()` is dropped and one set from inside the thread races
-/// with that store (CI saw an upload worker stay unnamed for 30 s). The kernel also refuses names
-/// over 15 bytes outright, so this cuts them to fit.
+/// with that store (CI saw an upload worker stay unnamed for 30 s). Names longer than the kernel's
+/// 15 bytes made `pthread_setname_np` fail outright; this cuts them to fit, at a character.
 public enum NamedThread {
     /// The kernel's limit on a thread name, without its terminating NUL.
     public static let maxNameBytes = 15
