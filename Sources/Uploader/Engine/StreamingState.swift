@@ -109,7 +109,11 @@ final class StreamingState: @unchecked Sendable {
             // tail comes back with every part sent, so "once only the head is left" never came, and
             // the head kept SVIP at 2 parts in flight), or once only it is left. Readers of sent
             // bytes that are gone then take the cached path.
-            if sent.holdsAny && sent.uploading < SentParts.minimumInFlight {
+            // Only where the whole budget cannot hold the head next to that many parts (SVIP's 16 MiB
+            // slices in 64 MiB): at normal and VIP a loaded machine's slow start once made the head
+            // yield too, and `file` of a file being copied spooled it.
+            if sent.holdsAny && sent.uploading < SentParts.minimumInFlight
+                && pool.budgetBuffers < sent.headParts + SentParts.minimumInFlight + 1 {
                 sent.letGoOfAll()
                 attempt = try pool.tryAcquire(forceFirst: waitLimit(budgetWait) == nil)
             } else if sent.holdsTail {

@@ -55,6 +55,9 @@ public final class BufferPool: @unchecked Sendable {
     private var allocated = 0
     private var cancelled = false
 
+    /// Buffers of this size the whole shared budget holds.
+    public var budgetBuffers: Int { budget.capacity / max(1, bufferSize) }
+
     public init(bufferSize: Int, limit: Int, budget: MemoryBudget) {
         self.bufferSize = bufferSize
         self.limit = max(1, limit)
