@@ -127,7 +127,9 @@ struct CommitSemanticsTests {
             let copy = try Spawned.start(["/bin/cp", m.local("big"), m.mounted("big")])
             var readerRuns = 0
             while copy.isRunning && readerRuns < 6 {
-                if (try? await shell("test -e \(m.mounted("big"))", check: false))?.status == 0 {
+                // cp has created the name before its first write lands: an empty file is then
+                // the right answer, so the readers wait until the first 100 bytes exist.
+                if (try? await shell("test $(stat -c %s \(m.mounted("big")) 2>/dev/null || echo 0) -ge 100", check: false))?.status == 0 {
                     let head = try await shell("head -c 100 \(m.mounted("big")) | cmp - <(head -c 100 \(m.local("big"))) && file \(m.mounted("big")) && stat \(m.mounted("big"))", check: false)
                     #expect(head.status == 0, "a reader of the file being written: \(head.stderr)")
                     readerRuns += 1

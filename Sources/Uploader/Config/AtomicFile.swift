@@ -57,9 +57,6 @@ public enum AtomicFile {
 /// Runs blocking work (file I/O, fsync) on a fresh dedicated thread, never on the cooperative pool.
 public enum BlockingIO {
     public static func run<T: Sendable>(_ work: @escaping @Sendable () -> Result<T, NetdiskError>) async throws(NetdiskError) -> T {
-        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, NetdiskError>, Never>) in
-            NamedThread.start("nd.io") { continuation.resume(returning: work()) }
-        }
-        return try result.get()
+        try await runOnDedicatedThread(name: "nd.io") { () throws(NetdiskError) -> T in try work().get() }
     }
 }

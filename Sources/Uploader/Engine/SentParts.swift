@@ -14,7 +14,8 @@ import Foundation
 /// Each part's buffer returns to the pool only when both its upload and the readers are done
 /// with it. The pool's limit counts the head and the tail, so keeping them never makes a writer
 /// wait for itself. When the shared memory budget is short, the tail is let go; the head too when
-/// the stream then has fewer than ``minimumInFlight`` parts on the wire, or nothing else to give.
+/// the whole budget cannot hold it beside ``minimumInFlight`` parts on the wire (``headYields``),
+/// or when nothing else is left to give.
 final class SentParts: @unchecked Sendable {
     private final class Part: @unchecked Sendable {
         /// Both dropped the moment the part goes back: a dead part stays in `parts` until the next
@@ -71,10 +72,10 @@ final class SentParts: @unchecked Sendable {
     private var keeping = true
 
     static let headBytes = 8 << 20
-    /// Parts on the wire below which a short budget takes the head back from readers. Why 4: at
-    /// SVIP's 16 MiB slices the default 64 MiB budget holds 4 slices; with one pinned for the head
-    /// and one filling, 2 parts in flight carried 206 MB/s at 100 ms per call against 301 MB/s at
-    /// 0 ms. At normal and VIP the budget keeps 6 to 13 on the wire next to the head.
+    /// Parts on the wire a stream must be able to have beside its head for the head to be worth
+    /// keeping. Why 4: at SVIP's 16 MiB slices the default 64 MiB budget holds 4 slices; with one
+    /// pinned for the head and one filling, 2 parts in flight carried 206 MB/s at 100 ms per call
+    /// against 301 MB/s at 0 ms. At normal and VIP the budget keeps 6 to 13 on the wire beside it.
     static let minimumInFlight = 4
     static let tailBytes = 12 << 20
 
@@ -86,9 +87,15 @@ final class SentParts: @unchecked Sendable {
     /// Buffers a stream's pool holds beyond its uploads for these.
     static func extraBuffers(slice: Int) -> Int { headParts(slice: slice) + tailParts(slice: slice) }
 
-    init(slice: Int) {
-        headParts = Self.headParts(slice: slice)
+    /// The head goes back at the budget's first shortage, not only once nothing else is left.
+    let headYields: Bool
+
+    /// `budgetBuffers`: slices the whole shared budget holds (nil: as many as wanted).
+    init(slice: Int, budgetBuffers: Int? = nil) {
+        let head = Self.headParts(slice: slice)
+        headParts = head
         tailParts = Self.tailParts(slice: slice)
+        headYields = budgetBuffers.map { $0 < head + Self.minimumInFlight + 1 } ?? false
     }
 
     /// Records a part handed to the uploader; returns what the uploader calls when it is done.
@@ -111,7 +118,7 @@ final class SentParts: @unchecked Sendable {
     }
 
     var holdsAny: Bool { keeping && !parts.isEmpty }
-    /// Parts whose upload has not finished.
+    /// Parts whose upload has not finished (tests wait on it).
     var uploading: Int { parts.values.filter(\.isUploading).count }
     var holdsTail: Bool { !tail.isEmpty }
 

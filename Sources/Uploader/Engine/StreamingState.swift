@@ -26,7 +26,7 @@ final class StreamingState: @unchecked Sendable {
     init(slice: Int, pool: BufferPool) {
         self.slice = slice
         self.pool = pool
-        sent = SentParts(slice: slice)
+        sent = SentParts(slice: slice, budgetBuffers: pool.budgetBuffers)
     }
 
     var frontier: Int64 { Int64(sentParts) * Int64(slice) }
@@ -105,15 +105,12 @@ final class StreamingState: @unchecked Sendable {
         if case .budgetExhausted = attempt {
             // Parts kept for readers are a convenience, never a reason to wait on memory the shared
             // budget lacks. The tail goes first (it returns as its uploads finish; the acquire below
-            // waits for that); the head too when the stream is starved of parts on the wire (the
-            // tail comes back with every part sent, so "once only the head is left" never came, and
-            // the head kept SVIP at 2 parts in flight), or once only it is left. Readers of sent
-            // bytes that are gone then take the cached path.
-            // Only where the whole budget cannot hold the head next to that many parts (SVIP's 16 MiB
-            // slices in 64 MiB): at normal and VIP a loaded machine's slow start once made the head
-            // yield too, and `file` of a file being copied spooled it.
-            if sent.holdsAny && sent.uploading < SentParts.minimumInFlight
-                && pool.budgetBuffers < sent.headParts + SentParts.minimumInFlight + 1 {
+            // waits for that), and the head once only it is left. Where the budget cannot afford
+            // the head beside 4 parts on the wire (SVIP's 16 MiB slices in 64 MiB), the head goes at
+            // once: the tail comes back with every part sent, so "once only it is left" never came,
+            // and the head kept SVIP at 2 parts in flight. Readers of sent bytes that are gone then
+            // take the cached path.
+            if sent.holdsAny && sent.headYields {
                 sent.letGoOfAll()
                 attempt = try pool.tryAcquire(forceFirst: waitLimit(budgetWait) == nil)
             } else if sent.holdsTail {
