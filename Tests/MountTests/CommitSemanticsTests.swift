@@ -111,7 +111,7 @@ final class StepWriter: @unchecked Sendable {
 struct CommitSemanticsTests {
     /// `head`, `file` and `stat` of a file being streamed read from memory and never commit it.
     ///
-    /// At SVIP (16 MiB slices) the parts kept for readers need more than the default 48 MiB budget
+    /// At SVIP (16 MiB slices) the parts kept for readers need more than the default 64 MiB budget
     /// holds next to the uploads, and they yield to it: there the test gives the mount 160 MiB.
     /// With less, a sniffing reader moves the file to the cached path (still exact, but spooled).
     @Test(arguments: [0, 1, 2]) func readersDuringACopyNeverCommitOrSpool(vipType: Int) async throws {

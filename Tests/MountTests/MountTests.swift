@@ -187,10 +187,10 @@ struct MountTests {
     /// One thread writing several new files in turn (an event-loop downloader does this): every
     /// file holds a buffer it is filling that only this thread can complete, so no file's first
     /// write may wait on the global budget (nor, as it once did, for a whole other file to finish).
-    @Test func oneThreadInterleavingFourteenFiles() async throws {
+    @Test func oneThreadInterleavingTwentyFiles() async throws {
         try await withMount { m in
-            // More files than the default 48 MiB budget has 4 MiB slices.
-            let files = 14, chunk = 1 << 20, chunks = 6
+            // More files than the default 64 MiB budget has 4 MiB slices.
+            let files = 20, chunk = 1 << 20, chunks = 6
             let paths = (0..<files).map { m.mounted("il\($0)") }
             let finished = Mutex(false)
             let failure = Mutex<String?>(nil)
