@@ -296,6 +296,34 @@ struct CommitSemanticsTests {
         }
     }
 
+    /// While a small file's close waits on a slow commit, metadata is not held behind it: `stat`,
+    /// `ls -l` and `access` answer at once, and a reader gets every byte. (The reader itself waits
+    /// for the commit to end, since the session holds its lock through the commit; the test prints how long.)
+    @Test func aSlowSmallFileCommitHoldsNoMetadataCall() async throws {
+        try await withMount { m in
+            try await shell("head -c \(1 << 20) /dev/urandom > \(m.local("small"))")
+            try await shell("curl -sf -X POST --data 'superfile2:delay=4s,create:delay=4s' \(m.emulator.baseURL)/__emulator/faults")
+            let copy = try Spawned.start(["/bin/cp", m.local("small"), m.mounted("small")])
+            try await Task.sleep(for: .seconds(1))
+            #expect(copy.isRunning, "cp is still in its close, waiting on the commit")
+            for probe in ["stat \(m.mounted("small"))", "ls -l \(m.mountpoint)", "test -w \(m.mounted("small"))"] {
+                let started = Date()
+                let result = try await shell("timeout 20 \(probe)", check: false)
+                let seconds = Date().timeIntervalSince(started)
+                #expect(result.status == 0 && seconds < 2, "\(probe): \(seconds) s, exit \(result.status) \(result.stderr)")
+            }
+            let started = Date()
+            let read = try await shell("timeout 20 cat \(m.mounted("small")) | cmp - \(m.local("small"))", check: false)
+            print("aSlowSmallFileCommitHoldsNoMetadataCall: a reader during the commit took \(Date().timeIntervalSince(started)) s")
+            #expect(read.status == 0, "a reader during the commit gets every byte: \(read.stderr)")
+            #expect(try await onThread { copy.wait() } == 0)
+            try await shell("curl -sf -X POST --data '' \(m.emulator.baseURL)/__emulator/faults")
+            let md5 = try await shell("md5sum < \(m.local("small")) | cut -d' ' -f1").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(try await m.cloudFiles()[m.remote("small")]?.md5 == md5)
+            #expect(m.daemonLog().components(separatedBy: "committed \(m.remote("small"))").count == 2, "committed exactly once")
+        }
+    }
+
     /// A program that opens in one thread and closes in another still gets its commit at close.
     @Test func closeFromAnotherThreadOfTheOpenerCommits() async throws {
         try await withMount { m in
