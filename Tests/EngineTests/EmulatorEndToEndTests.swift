@@ -144,6 +144,23 @@ struct EmulatorEndToEndTests {
         await harness.stop()
     }
 
+    /// A part that gives up on its host (every attempt cut off, as when an upload host restarted
+    /// and its port is gone) starts a fresh upload on a freshly located host: the bytes are all in
+    /// the source, so it costs time, never the file (chaos `emulator-restart`: small files got EIO).
+    @Test func aPartThatGivesUpOnItsHostStartsAFreshUpload() async throws {
+        // No client-level retries: each of the part's 4 attempts is one call, and all 4 are cut off.
+        let harness = try await EmulatorHarness.start(faults: "superfile2:reset:count=4", retryPolicy: .none)
+        let content = GeneratedContent(size: slice / 2, seed: 12)
+        let file = try content.writeFile()
+        defer { unlink(file) }
+        _ = try await upload(file: file, to: "/apps/netdiskfs/rehosted.bin", harness: harness)
+        #expect(try await harness.files()["/apps/netdiskfs/rehosted.bin"]?.md5 == content.md5)
+        let calls = try await harness.stats()["calls"] as? [String: Int] ?? [:]
+        #expect(calls["precreate"] == 2, "one fresh upload after the part gave up: \(calls)")
+        #expect(calls["superfile2"] == 5, "4 cut-off attempts, then the fresh upload's part: \(calls)")
+        await harness.stop()
+    }
+
     @Test func secondIdenticalPutIsARapidHitWithZeroParts() async throws {
         let harness = try await EmulatorHarness.start()
         let content = GeneratedContent(size: 5 * slice + 3, seed: 12)

@@ -17,7 +17,7 @@ struct EmulatorHarness {
     let streaming: StreamingStrategies?
 
     static func start(faults: String = "", uploadIDLifetime: Double? = nil, vipType: Int = 0,
-                      profile: EmulatorProfile = .default) async throws -> EmulatorHarness {
+                      profile: EmulatorProfile = .default, retryPolicy: RetryPolicy = RetryPolicy()) async throws -> EmulatorHarness {
         var options = EmulatorOptions()
         options.profile = profile
         options.faults = faults
@@ -29,7 +29,7 @@ struct EmulatorHarness {
                                                     environment: [:])
         var quiet = Logger(label: "engine-e2e.client")
         quiet.logLevel = .error
-        let client = try await ClientFactory.loginToEmulator(settings: settings, logger: quiet)
+        let client = try await ClientFactory.loginToEmulator(settings: settings, retryPolicy: retryPolicy, logger: quiet)
         let streaming = profile == .default ? nil : StreamingStrategies(
             probe: StreamingStrategyProbe(api: client, scratchDirectory: "/apps/netdiskfs/.netdiskfs-staging"), store: nil, logger: quiet)
         return EmulatorHarness(server: server, client: client, configDirectory: configDirectory,

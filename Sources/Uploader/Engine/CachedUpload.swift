@@ -71,8 +71,6 @@ public struct CachedUpload: Sendable {
         /// After a create refused for mixed hosts (errno 10), the server may hand back the same
         /// uploadid and call every part present: then every part is sent again to one host.
         var resendEverything = false
-        /// The journaled host this run pinned, if any: a dead one must not block resume forever.
-        var usedJournaledHost = false
         while true {
             let api = self.api, policy = options.conflictPolicy
             // Precreate even when resuming: a server that resumes the same uploadid says exactly which
@@ -113,7 +111,6 @@ public struct CachedUpload: Sendable {
                 // Parts of one uploadid must all reach one host: reuse the journaled one, or journal it now.
                 if let host = current.host, (try? URLPolicy.check(host)) != nil {
                     try awaitBlocking { () async throws(NetdiskError) in await api.pinUploadHost(host, uploadID: uploadID) }
-                    usedJournaledHost = true
                 } else if let host = try awaitBlocking({ () async throws(NetdiskError) -> String? in
                     try await api.pinnedUploadHost(path: remotePath, uploadID: uploadID)
                 }) {
@@ -124,8 +121,10 @@ public struct CachedUpload: Sendable {
             resumed = nil
             // An empty file is committed without parts; a server that wants one gets an empty part.
             if digest.size == 0 && !emptyNeedsPart { needed = [] }
+            var partsSent = false
             do throws(NetdiskError) {
                 try uploadParts(needed, of: source, digest: digest, to: remotePath, uploadID: uploadID, record: record?.id)
+                partsSent = true
                 let entry = try awaitBlocking { () async throws(NetdiskError) -> RemoteEntry in
                     try await api.create(path: remotePath, size: digest.size, uploadID: uploadID,
                                          blockList: digest.blockList, localMtime: localMtime, policy: policy)
@@ -143,17 +142,20 @@ public struct CachedUpload: Sendable {
                 // create with errno 10: start it afresh.
                 var resumedElsewhere = false
                 if case .createFailed = error, record?.doneParts.isEmpty == false { resumedElsewhere = true }
-                // The journaled host no longer answers (parts gave up on transport errors or 5xx).
-                let journaledHostGone = usedJournaledHost && error.isHostFailure
-                guard expired || resumedElsewhere || journaledHostGone, freshAttemptsLeft > 0 else { throw error }
+                // The upload's host no longer answers (parts gave up on transport errors or 5xx):
+                // journaled, or handed out by a locateupload whose servers have since gone (an
+                // upload host restarted). Every byte is still in the source, so a fresh uploadid on a
+                // freshly located host is only slower; the old uploadid's parts are never created.
+                // Not after create: a create whose answer was lost may have committed the file.
+                let hostGone = error.isHostFailure && !partsSent
+                guard expired || resumedElsewhere || hostGone, freshAttemptsLeft > 0 else { throw error }
                 freshAttemptsLeft -= 1
-                resendEverything = resumedElsewhere || journaledHostGone
-                usedJournaledHost = false
-                if journaledHostGone {
+                resendEverything = resumedElsewhere || hostGone
+                if hostGone {
                     try awaitBlocking { () async throws(NetdiskError) in await api.forgetUploadHost(uploadID: uploadID) }
                 }
                 if let id = record?.id { journal?.remove(record: id) }
-                logger.warning("upload of \(remotePath): uploadid \(uploadID) no longer valid (\(error)); starting a fresh upload")
+                logger.warning("upload of \(remotePath): uploadid \(uploadID) cannot go on (\(error)); starting a fresh upload")
             }
         }
     }
