@@ -157,6 +157,7 @@ struct EmulatorEndToEndTests {
         #expect(try await harness.files()["/apps/netdiskfs/rehosted.bin"]?.md5 == content.md5)
         let calls = try await harness.stats()["calls"] as? [String: Int] ?? [:]
         #expect(calls["precreate"] == 2, "one fresh upload after the part gave up: \(calls)")
+        #expect(calls["locateupload"] == 2, "the host that gave up was forgotten and a new one located: \(calls)")
         #expect(calls["superfile2"] == 5, "4 cut-off attempts, then the fresh upload's part: \(calls)")
         await harness.stop()
     }

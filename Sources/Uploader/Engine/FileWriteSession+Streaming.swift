@@ -8,8 +8,7 @@ extension FileWriteSession {
 
     enum AdvanceResult { case ok, refused }
 
-    /// Sent parts whose upload has not ended (nil when not streaming): what decides whether the
-    /// head kept for readers yields to a short budget (see ``SentParts/minimumInFlight``).
+    /// Sent parts whose upload has not ended (nil when not streaming); tests wait on it.
     var sentPartsUploading: Int? {
         lock.lock(); defer { lock.unlock() }
         if case .streaming(let stream) = state { return stream.sent.uploading }
