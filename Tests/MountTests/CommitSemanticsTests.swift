@@ -366,6 +366,38 @@ struct CommitSemanticsTests {
         }
     }
 
+    /// `cp` looks the new name up (a listing of its directory) and then opens it O_EXCL: a listing
+    /// read from the cloud under a second ago answers the O_EXCL check, so a new file costs one
+    /// listing, not two (a round trip per copy). One older than a second is read again, so a file
+    /// made behind the mount's back since is still found.
+    @Test func exclusiveCreateTrustsOnlyAListingUnderASecondOld() async throws {
+        try await withMount { m in
+            try await shell("echo a > \(m.local("a")) && head -c 300000 /dev/urandom > \(m.local("src"))")
+            // The directory is made behind the mount's back, so no listing of it is cached.
+            try await shell("\(Binary.path) put --endpoint \(m.emulator.baseURL) \(m.local("a")) \(m.remote("dir/a"))",
+                            environment: m.environment)
+            try await shell("ls \(m.mounted("")) > /dev/null")
+            try await shell("curl -sf -X POST \(m.emulator.baseURL)/__emulator/stats/reset")
+            // GNU cp stats the name, then opens it O_WRONLY|O_CREAT|O_EXCL.
+            try await shell("cp \(m.local("src")) \(m.mounted("dir/new"))")
+            let data = Data(try await shell("curl -sf \(m.emulator.baseURL)/__emulator/stats").stdout.utf8)
+            let calls = (try JSONSerialization.jsonObject(with: data) as? [String: Any])?["calls"] as? [String: Int] ?? [:]
+            #expect(calls["list"] == 1, "the lookup's listing answers the O_EXCL check: \(calls)")
+            try await shell("cmp \(m.local("src")) \(m.mounted("dir/new"))")
+
+            // Over a second later, a name made behind the mount's back is found.
+            try await shell("sleep 1.2")
+            try await shell("\(Binary.path) put --endpoint \(m.emulator.baseURL) \(m.local("a")) \(m.remote("dir/index.lock"))",
+                            environment: m.environment)
+            let excl = try await onThread { () -> Int32 in
+                let fd = open(m.mounted("dir/index.lock"), O_WRONLY | O_CREAT | O_EXCL, 0o644)
+                if fd >= 0 { close(fd); return 0 }
+                return errno
+            }
+            #expect(excl == EEXIST, "O_EXCL after the listing aged: \(excl)")
+        }
+    }
+
     /// The call takes effect, its answer is lost (`reset-after`): every user-visible call still
     /// reports success, and the cloud is right.
     @Test func lostAnswersStillSucceed() async throws {

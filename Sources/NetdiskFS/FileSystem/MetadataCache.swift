@@ -12,8 +12,9 @@ final class MetadataCache: Sendable {
     struct Listing: Sendable {
         var entries: [String: RemoteEntry]
         var fetchedAt: ContinuousClock.Instant
-        /// Fetched for an O_EXCL check (not by a lookup, ls or our own mkdir).
-        var fetchedForExclusive = false
+        /// Read from the cloud (by a lookup, an ls or an O_EXCL check), not made up by our own mkdir:
+        /// only such a listing can say what the cloud had at `fetchedAt`.
+        var fetchedFromCloud = false
     }
 
     /// How old a fetched listing may be and still count as the cloud "now" for O_EXCL.
@@ -100,23 +101,22 @@ final class MetadataCache: Sendable {
     }
 
     /// The entry at a path as the cloud has it now (O_EXCL must see a file made behind the mount's
-    /// back, as git's lock files need): the parent's listing is fetched again, unless an earlier
-    /// O_EXCL fetched it under a second ago. So the first O_EXCL in a directory always asks the
-    /// cloud, and `tar -x` (every file O_EXCL) costs one listing per directory per second, not one
-    /// per file. Our own recent changes still win.
+    /// back, as git's lock files need): the parent's listing is fetched again unless it was read
+    /// from the cloud under a second ago. Who read it does not matter, only when: `cp` looks the
+    /// name up (a listing) and then opens it O_EXCL, and asking twice cost a round trip per new
+    /// file (100 ms per copy at 100 ms per call). `tar -x` (every file O_EXCL) costs one listing
+    /// per directory per second, not one per file. Our own recent changes still win.
     func freshEntry(at path: String) throws(NetdiskError) -> RemoteEntry? {
         if path == "/" { return try entry(at: path) }
         let parent = RemotePath.split(path).parent
         let now = clock.now
         let fresh = state.withLock { state -> Bool in
-            guard let listing = state.listings[parent], listing.fetchedForExclusive else { return false }
+            guard let listing = state.listings[parent], listing.fetchedFromCloud else { return false }
             return now - listing.fetchedAt < Self.freshWindow
         }
         if fresh { return try entry(at: path) }
         invalidate(parent)
-        let found = try entry(at: path)
-        state.withLock { $0.listings[parent]?.fetchedForExclusive = true }
-        return found
+        return try entry(at: path)
     }
 
     /// The listing of a remote directory (cached, or fetched page by page), with the entries kept
@@ -197,6 +197,8 @@ final class MetadataCache: Sendable {
     }
 
     private func fetchListing(_ directory: String) throws(NetdiskError) -> Listing {
+        // When the first page was asked for: what the listing can vouch for.
+        let started = clock.now
         var entries: [String: RemoteEntry] = [:]
         var start = 0
         let api = self.api
@@ -209,7 +211,7 @@ final class MetadataCache: Sendable {
             if page.count < Self.pageSize { break }
             start += page.count
         }
-        return Listing(entries: entries, fetchedAt: clock.now)
+        return Listing(entries: entries, fetchedAt: started, fetchedFromCloud: true)
     }
 
     /// Our pins and hides win over a fresh listing until the cloud shows the same thing.
