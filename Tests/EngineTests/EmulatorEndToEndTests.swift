@@ -183,8 +183,11 @@ struct EmulatorEndToEndTests {
         content.forEachChunk(1 << 20) { chunk, _ in reference += chunk }
         let header = [UInt8](repeating: 0xEE, count: 4096)
         let index = [UInt8](repeating: 0x5A, count: 1000)
+        // A budget of two slices: the write into the third waits for memory, so it first waits for
+        // the precreate and sends what it can. With room to spare, a write at `slice + 100` could
+        // still land in the window while the precreate runs, and no fallback would happen.
         let session = FileWriteSession(api: harness.client, remotePath: "/apps/netdiskfs/muxed.mp4", mode: .streaming,
-                                       options: harness.options(), budget: MemoryBudget(bytes: 256 << 20), logger: testLogger)
+                                       options: harness.options(), budget: MemoryBudget(bytes: 2 * slice), logger: testLogger)
         let ref = reference
         let entry = try await onForeignThread { () throws(NetdiskError) -> RemoteEntry in
             var offset = 0

@@ -12,6 +12,8 @@ final class FakeNetdisk: NetdiskAPI, @unchecked Sendable {
         /// After this many parts received, every open uploadid expires once (31363, then 31355).
         var expireAfterParts: Int?
         var refuseStreamingPrecreate = false
+        /// Seconds each streaming precreate takes (a long round trip).
+        var streamingPrecreateDelay = 0.0
         /// Fail the part upload fatally (404-like) after this many parts: simulates a crash for resume tests.
         var crashAfterParts: Int?
     }
@@ -26,6 +28,7 @@ final class FakeNetdisk: NetdiskAPI, @unchecked Sendable {
     private(set) var partsReceived = 0
     private(set) var partBytesReceived = 0
     private(set) var streamingPrecreates = 0
+    private(set) var knownContentPrecreates = 0
     private(set) var rapidHits = 0
     private(set) var deletes: [String] = []
 
@@ -64,6 +67,7 @@ final class FakeNetdisk: NetdiskAPI, @unchecked Sendable {
     func precreate(path: String, size: Int64, blockList: [String], contentMD5: String?, sliceMD5: String?,
                    localMtime: Int64?, policy: ConflictPolicy) async throws(NetdiskError) -> PrecreateResult {
         withLock {
+            knownContentPrecreates += 1
             // Rapid upload as xpan does it: precreate with content-md5 of content already held (return_type 2).
             if let contentMD5, size > 0,
                let match = files.values.first(where: { $0.count == size && $0.withUnsafeBytes { MD5Hasher.hex(of: $0) } == contentMD5 }) {
@@ -80,7 +84,9 @@ final class FakeNetdisk: NetdiskAPI, @unchecked Sendable {
     }
     func precreateStreaming(path: String, strategy: StreamingStrategy, provisionalSize: Int64,
                             policy: ConflictPolicy) async throws(NetdiskError) -> String {
-        try withLock { () throws(NetdiskError) -> String in
+        let delay = withLock { faults.streamingPrecreateDelay }
+        if delay > 0 { try? await Task.sleep(for: .milliseconds(Int(delay * 1000))) }
+        return try withLock { () throws(NetdiskError) -> String in
             streamingPrecreates += 1
             if faults.refuseStreamingPrecreate { throw .badParameter(code: 2, message: "size required") }
             let id = "st-\(UUID().uuidString)"

@@ -15,33 +15,72 @@ extension FileWriteSession {
         return nil
     }
 
-    /// Hands every complete part at the head to the pipeline, starting the upload on the first one.
-    func advance(_ stream: StreamingState) throws(NetdiskError) -> AdvanceResult {
+    /// Hands every complete part at the head to the pipeline. The first full part starts the
+    /// precreate in the background; until it answers, parts stay in the window and this returns
+    /// `.ok` at once, unless `waitForOpening`.
+    func advance(_ stream: StreamingState, waitForOpening: Bool = false) throws(NetdiskError) -> AdvanceResult {
         while let slot = stream.slots[stream.sentParts], slot.isFull(stream.slice) {
             if stream.pipeline == nil {
-                if try !start(stream) { return .refused }
+                switch try opened(stream, waiting: waitForOpening) {
+                case .pending: return .ok
+                case .refused: return .refused
+                case .open: break
+                }
             }
             try stream.submitHead(length: stream.slice)
         }
         return .ok
     }
 
-    /// Opens the streaming upload the account's strategy says; false when this file must take the
-    /// cached path (the account streams no way, or keeps refusing). A refused strategy is learned
-    /// again before this file goes on, and nothing of the file is lost: its first part is still here.
-    func start(_ stream: StreamingState) throws(NetdiskError) -> Bool {
-        let api = self.api, path = stagingPath, provisional = Int64(stream.slice)
-        var uploadID: String?
+    enum OpeningState { case pending, refused, open }
+
+    /// Where this stream's upload stands: its precreate is started on first asking, and once it
+    /// answers, the pipeline is built. `.refused`: this file must take another path (the account
+    /// streams no way, or keeps refusing); nothing of it is lost, since nothing was sent.
+    func opened(_ stream: StreamingState, waiting: Bool) throws(NetdiskError) -> OpeningState {
+        if stream.pipeline != nil { return .open }
+        let opening: StreamOpening
+        if let started = stream.opening {
+            opening = started
+        } else {
+            let api = self.api, path = stagingPath, provisional = Int64(stream.slice)
+            let streaming = options.streaming, logger = self.logger
+            opening = StreamOpening { () throws(NetdiskError) -> StreamOpening.Outcome in
+                try Self.precreate(api: api, path: path, provisionalSize: provisional, streaming: streaming, logger: logger)
+            }
+            stream.opening = opening
+        }
+        guard let outcome = opening.outcome(waiting: waiting) else { return .pending }
+        switch try outcome.get() {
+        case .refused:
+            return .refused
+        case .opened(let uploadID, let strategy):
+            let uploader = PartUploader(api: api, path: stagingPath, uploadID: uploadID, attempts: options.partAttempts,
+                                        baseDelay: options.retryBaseDelay, progress: counters, logger: logger)
+            stream.strategy = strategy
+            stream.uploadID = uploadID
+            stream.pipeline = OrderedPipeline(threads: options.threads, name: "nd.stream", progress: counters,
+                                              upload: { partseq, bytes, md5 throws(NetdiskError) in
+                                                  try uploader.upload(partseq: partseq, bytes: bytes, md5: md5) })
+            record(failure: nil, pipeline: stream.pipeline)
+            return .open
+        }
+    }
+
+    /// The streaming precreate the account's strategy says. A refused strategy is learned again
+    /// (at most twice) before this file goes on.
+    static func precreate(api: any NetdiskAPI, path: String, provisionalSize: Int64, streaming: StreamingStrategies?,
+                          logger: Logger) throws(NetdiskError) -> StreamOpening.Outcome {
         var refusals = 0
-        while uploadID == nil {
-            let strategy = options.streaming?.current() ?? .webPlaceholder
-            if strategy == .none { return false }
+        while true {
+            let strategy = streaming?.current() ?? .webPlaceholder
+            if strategy == .none { return .refused }
             do throws(NetdiskError) {
-                uploadID = try awaitBlocking { () async throws(NetdiskError) -> String in
-                    try await api.precreateStreaming(path: path, strategy: strategy, provisionalSize: provisional,
+                let uploadID = try awaitBlocking { () async throws(NetdiskError) -> String in
+                    try await api.precreateStreaming(path: path, strategy: strategy, provisionalSize: provisionalSize,
                                                      policy: .overwrite)
                 }
-                stream.strategy = strategy
+                return .opened(uploadID: uploadID, strategy: strategy)
             } catch {
                 switch error {
                 case .notLoggedIn, .quotaExceeded, .invalidName, .alreadyExists, .transport, .cancelled, .rateLimited:
@@ -51,28 +90,25 @@ extension FileWriteSession {
                     throw error
                 default:
                     refusals += 1
-                    guard let streaming = options.streaming, refusals < 3 else {
+                    guard let streaming, refusals < 3 else {
                         logger.warning("streaming precreate for \(path) refused (\(error)); this file takes the cached path")
-                        return false
+                        return .refused
                     }
                     streaming.refused(strategy, because: error)
                 }
             }
         }
-        guard let uploadID else { return false }
-        let uploader = PartUploader(api: api, path: path, uploadID: uploadID, attempts: options.partAttempts,
-                                    baseDelay: options.retryBaseDelay, progress: counters, logger: logger)
-        stream.uploadID = uploadID
-        stream.pipeline = OrderedPipeline(threads: options.threads, name: "nd.stream", progress: counters,
-                                          upload: { partseq, bytes, md5 throws(NetdiskError) in
-                                              try uploader.upload(partseq: partseq, bytes: bytes, md5: md5) })
-        record(failure: nil, pipeline: stream.pipeline)
-        return true
     }
 
     func finishStreaming(_ stream: StreamingState) throws(NetdiskError) -> RemoteEntry {
-        if stream.pipeline == nil {
-            // Nothing sent yet (small file, or empty): a known-content upload, rapid first.
+        if stream.sentParts == 0, stream.opening != nil, stream.size >= Int64(stream.slice) {
+            // The first part filled and its precreate may still be running: the stream goes on as
+            // it would have. Refused, the file is still all in the window (below).
+            _ = try opened(stream, waiting: true)
+        }
+        if stream.sentParts == 0, stream.pipeline == nil || stream.size < Int64(stream.slice) {
+            // Nothing sent yet (small file, empty, a stream the server refused, or a file truncated
+            // under its first part): every byte is in the window. A known-content upload, rapid first.
             let source = stream.memorySource()
             // Its own small budget: the window already holds this file's share of the global one.
             let upload = CachedUpload(api: api, options: options, budget: MemoryBudget(bytes: Int.max / 2),

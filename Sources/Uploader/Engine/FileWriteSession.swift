@@ -85,6 +85,12 @@ public final class FileWriteSession: @unchecked Sendable {
                 state = .failed(error)
             }
         }
+        if case .streaming(let stream) = state {
+            stream.sendWhatCanGo = { [weak self, weak stream] () throws(NetdiskError) in
+                guard let self, let stream else { return }
+                _ = try self.advance(stream, waitForOpening: true)
+            }
+        }
     }
 
     /// Current logical size: a growing file shows in listings.
@@ -142,6 +148,21 @@ public final class FileWriteSession: @unchecked Sendable {
 
     // MARK: - Calls from the producer
 
+    /// Slices a write may land ahead of the first unsent part. While the precreate runs, parts that
+    /// would have gone wait in the window, so it is wider by the parts that would be in flight (the
+    /// pool, not the window, bounds the memory).
+    func window(of stream: StreamingState) -> Int {
+        options.reorderWindowSlices + (stream.pipeline == nil && stream.opening != nil ? options.threads : 0)
+    }
+
+    /// A write past even the widened window waits for the precreate and sends what it can, instead
+    /// of taking the cached path only because the precreate is slow.
+    func settleOpeningIfBeyondWindow(_ stream: StreamingState, offset: Int64, end: Int64) throws(NetdiskError) {
+        guard stream.pipeline == nil, stream.opening != nil, offset >= stream.frontier,
+              !stream.accepts(offset: offset, end: end, window: window(of: stream)) else { return }
+        _ = try advance(stream, waitForOpening: true)
+    }
+
     /// Copies `bytes` and returns; blocks only for backpressure.
     /// How long a streaming write waits on a full shared budget before this file spills to the
     /// cached path (see ``StreamingState/prepareSlots(from:to:budgetWait:)``).
@@ -158,7 +179,8 @@ public final class FileWriteSession: @unchecked Sendable {
         switch state {
         case .streaming(let stream):
             if let error = stream.pipeline?.error { fail(error); throw error }
-            if stream.accepts(offset: offset, end: end, window: options.reorderWindowSlices) {
+            do throws(NetdiskError) { try settleOpeningIfBeyondWindow(stream, offset: offset, end: end) } catch { fail(error); throw error }
+            if stream.accepts(offset: offset, end: end, window: window(of: stream)) {
                 do throws(NetdiskError) {
                     if try !stream.prepareSlots(from: offset, to: end, budgetWait: Self.budgetWait) {
                         try fallBack(stream, reason: "the memory budget stayed full for \(Int(Self.budgetWait)) s while this write waited")
@@ -204,7 +226,12 @@ public final class FileWriteSession: @unchecked Sendable {
         if case .streaming(let stream) = state, stream.pipeline?.error == nil {
             let offset = stream.size
             let room = Int(min(Int64(limit), options.effectiveMaxFileSize + 1 - offset))
-            if room > 0, stream.accepts(offset: offset, end: offset + 1, window: options.reorderWindowSlices) {
+            if room > 0 {
+                do throws(NetdiskError) { try settleOpeningIfBeyondWindow(stream, offset: offset, end: offset + 1) } catch {
+                    fail(error); lock.unlock(); throw error
+                }
+            }
+            if room > 0, stream.accepts(offset: offset, end: offset + 1, window: window(of: stream)) {
                 defer { lock.unlock() }
                 do throws(NetdiskError) {
                     let target = try stream.headSpace(at: offset, limit: room)

@@ -20,6 +20,11 @@ final class StreamingState: @unchecked Sendable {
     var uploadID: String?
     /// How this stream's upload was opened (its create must go the same way).
     var strategy: StreamingStrategy?
+    /// The precreate, started when the first part filled; `pipeline` is built once it answers.
+    var opening: StreamOpening?
+    /// Sends the full parts at the head, waiting for the precreate if it still runs. Called before
+    /// any wait on memory: a file must never wait for memory while holding a part it could send.
+    var sendWhatCanGo: (() throws(NetdiskError) -> Void)?
     /// Sent parts readers may still read (the head, the tail, and parts in flight).
     let sent: SentParts
 
@@ -102,6 +107,14 @@ final class StreamingState: @unchecked Sendable {
     private func slotFor(_ part: Int, budgetWait: Double?) throws(NetdiskError) -> Slot? {
         if let slot = slots[part] { return slot }
         var attempt = try pool.tryAcquire(forceFirst: waitLimit(budgetWait) == nil)
+        if pipeline == nil, let sendWhatCanGo {
+            if case .buffer = attempt {} else {
+                // Full parts waiting on the precreate go first: then the parts kept for readers
+                // (below) can yield, and the wait is for parts on the wire.
+                try sendWhatCanGo()
+                attempt = try pool.tryAcquire(forceFirst: waitLimit(budgetWait) == nil)
+            }
+        }
         if case .budgetExhausted = attempt {
             // Parts kept for readers are a convenience, never a reason to wait on memory the shared
             // budget lacks. The tail goes first (it returns as its uploads finish; the acquire below
@@ -121,7 +134,11 @@ final class StreamingState: @unchecked Sendable {
             }
         }
         var buffer: SectionBuffer?
-        if case .buffer(let got) = attempt { buffer = got } else { buffer = try pool.acquire(budgetWait: waitLimit(budgetWait)) }
+        if case .buffer(let got) = attempt {
+            buffer = got
+        } else {
+            buffer = try pool.acquire(budgetWait: waitLimit(budgetWait))
+        }
         guard let buffer else { return nil }
         let slot = Slot(buffer: buffer)
         slots[part] = slot
