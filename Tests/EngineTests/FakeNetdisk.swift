@@ -14,6 +14,8 @@ final class FakeNetdisk: NetdiskAPI, @unchecked Sendable {
         var refuseStreamingPrecreate = false
         /// Seconds each streaming precreate takes (a long round trip).
         var streamingPrecreateDelay = 0.0
+        /// The streaming precreate fails with this (after its delay).
+        var streamingPrecreateError: NetdiskError?
         /// Fail the part upload fatally (404-like) after this many parts: simulates a crash for resume tests.
         var crashAfterParts: Int?
     }
@@ -89,6 +91,7 @@ final class FakeNetdisk: NetdiskAPI, @unchecked Sendable {
         return try withLock { () throws(NetdiskError) -> String in
             streamingPrecreates += 1
             if faults.refuseStreamingPrecreate { throw .badParameter(code: 2, message: "size required") }
+            if let error = faults.streamingPrecreateError { throw error }
             let id = "st-\(UUID().uuidString)"
             uploads[id] = (path, [:])
             return id

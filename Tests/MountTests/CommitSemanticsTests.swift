@@ -398,6 +398,30 @@ struct CommitSemanticsTests {
         }
     }
 
+    /// A miss remembered from an older listing (the negative cache, 5 s) must not hide a file that
+    /// a fresher listing holds: `stat` misses `x`, another machine makes it, `ls` refreshes the
+    /// listing (TTL 1 s) and shows it, and O_EXCL at once answers from that listing: EEXIST.
+    @Test func exclusiveCreateIsNotFooledByAnOlderMiss() async throws {
+        try await withMount(["--dir-cache-ttl", "1"]) { m in
+            try await shell("echo a > \(m.local("a"))")
+            try await shell("\(Binary.path) put --endpoint \(m.emulator.baseURL) \(m.local("a")) \(m.remote("dir/a"))",
+                            environment: m.environment)
+            try await shell("! stat \(m.mounted("dir/x")) 2> /dev/null")
+            try await shell("\(Binary.path) put --endpoint \(m.emulator.baseURL) \(m.local("a")) \(m.remote("dir/x"))",
+                            environment: m.environment)
+            try await shell("sleep 1.2")
+            let listed = try await shell("ls \(m.mounted("dir"))").stdout
+            #expect(listed.contains("x"), "the refreshed listing shows x: \(listed)")
+            let excl = try await onThread { () -> Int32 in
+                let fd = open(m.mounted("dir/x"), O_WRONLY | O_CREAT | O_EXCL, 0o644)
+                if fd >= 0 { close(fd); return 0 }
+                return errno
+            }
+            #expect(excl == EEXIST, "O_EXCL of a file the fresh listing holds: \(excl)")
+            #expect(try await m.cloudFiles()[m.remote("dir/x")]?.size == 2, "the other machine's file is untouched")
+        }
+    }
+
     /// The call takes effect, its answer is lost (`reset-after`): every user-visible call still
     /// reports success, and the cloud is right.
     @Test func lostAnswersStillSucceed() async throws {

@@ -114,7 +114,16 @@ final class MetadataCache: Sendable {
             guard let listing = state.listings[parent], listing.fetchedFromCloud else { return false }
             return now - listing.fetchedAt < Self.freshWindow
         }
-        if fresh { return try entry(at: path) }
+        if fresh {
+            // From the listing itself: a miss remembered from an older listing (the negative
+            // cache) must not hide a file the fresh one holds.
+            do throws(NetdiskError) {
+                return try listing(of: parent).entries[RemotePath.split(path).name]
+            } catch {
+                if case .notFound = error { return nil }
+                throw error
+            }
+        }
         invalidate(parent)
         return try entry(at: path)
     }

@@ -49,6 +49,7 @@ extension FileWriteSession {
                 try Self.precreate(api: api, path: path, provisionalSize: provisional, streaming: streaming, logger: logger)
             }
             stream.opening = opening
+            record(opening: opening)
         }
         guard let outcome = opening.outcome(waiting: waiting) else { return .pending }
         switch try outcome.get() {

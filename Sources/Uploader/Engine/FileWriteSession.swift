@@ -113,18 +113,25 @@ public final class FileWriteSession: @unchecked Sendable {
     public var failure: NetdiskError? {
         failureLock.lock(); defer { failureLock.unlock() }
         // A part that failed for good fails the file, even before the next write notices.
-        return recordedFailure ?? streamingPipeline?.error
+        return recordedFailure ?? streamingPipeline?.error ?? streamingOpening?.error
     }
 
     private let failureLock = NSLock()
     private var recordedFailure: NetdiskError?
     private var streamingPipeline: OrderedPipeline?
+    private var streamingOpening: StreamOpening?
 
     /// Records what ``failure`` reports; called with the session lock held.
     func record(failure error: NetdiskError?, pipeline: OrderedPipeline? = nil) {
         failureLock.lock(); defer { failureLock.unlock() }
         if let error { recordedFailure = error }
         if let pipeline { streamingPipeline = pipeline }
+    }
+
+    /// Records the precreate running for this stream, whose error ``failure`` reports too.
+    func record(opening: StreamOpening) {
+        failureLock.lock(); defer { failureLock.unlock() }
+        streamingOpening = opening
     }
 
     /// The mtime (seconds) the commit gives Baidu as `local_mtime`, so other hosts see it too.
@@ -156,12 +163,15 @@ public final class FileWriteSession: @unchecked Sendable {
     }
 
     /// A write past even the widened window waits for the precreate and sends what it can, instead
-    /// of taking the cached path only because the precreate is slow.
-    func settleOpeningIfBeyondWindow(_ stream: StreamingState, offset: Int64, end: Int64) throws(NetdiskError) {
+    /// of taking the cached path only because the precreate is slow. `.refused`: the precreate said
+    /// this file takes the cached path.
+    func settleOpeningIfBeyondWindow(_ stream: StreamingState, offset: Int64, end: Int64) throws(NetdiskError) -> AdvanceResult {
         guard stream.pipeline == nil, stream.opening != nil, offset >= stream.frontier,
-              !stream.accepts(offset: offset, end: end, window: window(of: stream)) else { return }
-        _ = try advance(stream, waitForOpening: true)
+              !stream.accepts(offset: offset, end: end, window: window(of: stream)) else { return .ok }
+        return try advance(stream, waitForOpening: true)
     }
+
+    static let refusedReason = "the server refused the streaming precreate"
 
     /// Copies `bytes` and returns; blocks only for backpressure.
     /// How long a streaming write waits on a full shared budget before this file spills to the
@@ -179,11 +189,18 @@ public final class FileWriteSession: @unchecked Sendable {
         switch state {
         case .streaming(let stream):
             if let error = stream.pipeline?.error { fail(error); throw error }
-            do throws(NetdiskError) { try settleOpeningIfBeyondWindow(stream, offset: offset, end: end) } catch { fail(error); throw error }
+            do throws(NetdiskError) {
+                if try settleOpeningIfBeyondWindow(stream, offset: offset, end: end) == .refused {
+                    try fallBack(stream, reason: Self.refusedReason)
+                    try cachedWrite(bytes, at: offset)
+                    return
+                }
+            } catch { fail(error); throw error }
             if stream.accepts(offset: offset, end: end, window: window(of: stream)) {
                 do throws(NetdiskError) {
                     if try !stream.prepareSlots(from: offset, to: end, budgetWait: Self.budgetWait) {
-                        try fallBack(stream, reason: "the memory budget stayed full for \(Int(Self.budgetWait)) s while this write waited")
+                        try fallBack(stream, reason: stream.openingRefused ? Self.refusedReason
+                            : "the memory budget stayed full for \(Int(Self.budgetWait)) s while this write waited")
                         try cachedWrite(bytes, at: offset)
                         return
                     }
@@ -197,7 +214,7 @@ public final class FileWriteSession: @unchecked Sendable {
                     publish(stream.size)
                     if !refused, try advance(stream) == .refused { refused = true }
                     if refused {
-                        try fallBack(stream, reason: "the server refused the streaming precreate")
+                        try fallBack(stream, reason: Self.refusedReason)
                     }
                 } catch {
                     fail(error); throw error
@@ -226,12 +243,20 @@ public final class FileWriteSession: @unchecked Sendable {
         if case .streaming(let stream) = state, stream.pipeline?.error == nil {
             let offset = stream.size
             let room = Int(min(Int64(limit), options.effectiveMaxFileSize + 1 - offset))
+            var refused = false
             if room > 0 {
-                do throws(NetdiskError) { try settleOpeningIfBeyondWindow(stream, offset: offset, end: offset + 1) } catch {
+                do throws(NetdiskError) {
+                    refused = try settleOpeningIfBeyondWindow(stream, offset: offset, end: offset + 1) == .refused
+                    if !refused, stream.accepts(offset: offset, end: offset + 1, window: window(of: stream)) {
+                        refused = try !stream.prepareHead(at: offset)
+                    }
+                    // Refused: the rest goes the cached way, through the temporary buffer below.
+                    if refused { try fallBack(stream, reason: Self.refusedReason) }
+                } catch {
                     fail(error); lock.unlock(); throw error
                 }
             }
-            if room > 0, stream.accepts(offset: offset, end: offset + 1, window: window(of: stream)) {
+            if room > 0, !refused, stream.accepts(offset: offset, end: offset + 1, window: window(of: stream)) {
                 defer { lock.unlock() }
                 do throws(NetdiskError) {
                     let target = try stream.headSpace(at: offset, limit: room)
@@ -244,7 +269,7 @@ public final class FileWriteSession: @unchecked Sendable {
                     stream.commitHead(at: offset, count: n)
                     counters.addWritten(Int64(n))
                     publish(stream.size)
-                    if try advance(stream) == .refused { try fallBack(stream, reason: "the server refused the streaming precreate") }
+                    if try advance(stream) == .refused { try fallBack(stream, reason: Self.refusedReason) }
                     return n
                 } catch {
                     fail(error); throw error

@@ -30,6 +30,18 @@ final class StreamOpening: @unchecked Sendable {
         }
     }
 
+    /// The precreate's error once it failed (a quota, a lost login): what fsync reports.
+    var error: NetdiskError? {
+        if case .failure(let error)? = outcome(waiting: false) { return error }
+        return nil
+    }
+
+    /// True once the precreate answered that this file must take another path.
+    var refused: Bool {
+        if case .success(.refused)? = outcome(waiting: false) { return true }
+        return false
+    }
+
     /// What the precreate gave; nil while it runs, unless `waiting`, which blocks until it ends.
     func outcome(waiting: Bool) -> Result<Outcome, NetdiskError>? {
         condition.lock(); defer { condition.unlock() }

@@ -25,6 +25,10 @@ final class StreamingState: @unchecked Sendable {
     /// Sends the full parts at the head, waiting for the precreate if it still runs. Called before
     /// any wait on memory: a file must never wait for memory while holding a part it could send.
     var sendWhatCanGo: (() throws(NetdiskError) -> Void)?
+
+    /// The precreate answered that this file must take another path: no part will ever go, so
+    /// waiting for memory would wait for nothing.
+    var openingRefused: Bool { pipeline == nil && opening?.refused == true }
     /// Sent parts readers may still read (the head, the tail, and parts in flight).
     let sent: SentParts
 
@@ -93,7 +97,19 @@ final class StreamingState: @unchecked Sendable {
     }
 
     private func slotFor(_ part: Int) throws(NetdiskError) -> Slot {
-        try slotFor(part, budgetWait: nil)!
+        guard let slot = try slotFor(part, budgetWait: nil) else {
+            // Callers get their slots through ``prepareSlots`` or ``prepareHead`` first, which
+            // report a refused precreate to the session; this is a safety net, not a path.
+            throw .localIO("no buffer: the streaming precreate was refused")
+        }
+        return slot
+    }
+
+    /// Gets the head slot at `offset` for a producer that fills it in place; false when the
+    /// precreate was refused (the session then takes the cached path). Waits for memory like
+    /// any write of the stream.
+    func prepareHead(at offset: Int64) throws(NetdiskError) -> Bool {
+        try slotFor(Int(offset / Int64(slice)), budgetWait: nil) != nil
     }
 
     /// Parts of ours uploading (or held for readers) come back by themselves: waiting for them is
@@ -112,6 +128,7 @@ final class StreamingState: @unchecked Sendable {
                 // Full parts waiting on the precreate go first: then the parts kept for readers
                 // (below) can yield, and the wait is for parts on the wire.
                 try sendWhatCanGo()
+                if openingRefused { return nil }
                 attempt = try pool.tryAcquire(forceFirst: waitLimit(budgetWait) == nil)
             }
         }
