@@ -110,4 +110,47 @@ import Testing
         #expect(!closed, "the close reports it too")
         #expect(api.content("/full") == nil)
     }
+
+    /// Writes that overwrite full parts still in the window, as a write that fills a hole and runs
+    /// on does: no part a write is about to change may be sent under it. Sent mid-copy (a hole
+    /// filled, then the next, already full part went too) or by the wait for memory (the precreate
+    /// answered and the full parts went), the rest of the write went to a fresh buffer that was
+    /// never sent: the file was committed with the old bytes, and no error.
+    @Test(.timeLimit(.minutes(1)), arguments: [0.0, 0.3])
+    func aWriteOverFullPartsInTheWindowLosesNothing(precreateDelay: Double) async throws {
+        let api = FakeNetdisk()
+        api.setFaults { $0.streamingPrecreateDelay = precreateDelay }
+        // Two slices of budget: the write into part 2 must wait for memory.
+        let session = FileWriteSession(api: api, remotePath: "/overwrite", mode: .streaming, options: testOptions(threads: 3),
+                                       budget: MemoryBudget(bytes: 2 * testSlice), logger: testLogger)
+        var reference = SplitMix.bytes(4 * testSlice, seed: 35)
+        let patch = SplitMix.bytes(300, seed: 36)
+        let ref = reference
+        _ = try await onForeignThread { () throws(NetdiskError) -> RemoteEntry in
+            if precreateDelay == 0 {
+                // Part 1 first (inside the window), then part 0 but for its last 100 bytes, then one
+                // write over the hole and on into the (full) part 1.
+                try session.write(ref[testSlice..<2 * testSlice], at: Int64(testSlice))
+                try session.write(ref[0..<testSlice - 100], at: 0)
+                try session.write(patch[...], at: Int64(testSlice - 100))
+            } else {
+                // Parts 0 and 1 full while the precreate runs, then one write over part 1's end and
+                // into part 2, for which the budget has no room.
+                try session.write(ref[0..<2 * testSlice], at: 0)
+                try session.write(patch[...], at: Int64(2 * testSlice - 100))
+            }
+            let from = precreateDelay == 0 ? 2 * testSlice : 2 * testSlice + 200
+            var offset = from
+            while offset < ref.count {
+                let n = min(10_000, ref.count - offset)
+                try session.write(ref[offset..<offset + n], at: Int64(offset))
+                offset += n
+            }
+            #expect(!session.isCached, "streamed (precreate delay \(precreateDelay))")
+            return try session.finish()
+        }
+        let at = precreateDelay == 0 ? testSlice - 100 : 2 * testSlice - 100
+        reference.replaceSubrange(at..<at + 300, with: patch)
+        #expect(api.content("/overwrite") == reference, "precreate delay \(precreateDelay)")
+    }
 }

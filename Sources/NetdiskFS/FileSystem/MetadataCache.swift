@@ -196,7 +196,12 @@ final class MetadataCache: Sendable {
             if state.inflight[directory] === fetch { state.inflight[directory] = nil }
             if case .success(var listing) = result {
                 applyOverlay(to: &listing, directory: directory, state: &state)
-                if !fetch.discarded { state.listings[directory] = listing }
+                if !fetch.discarded {
+                    state.listings[directory] = listing
+                    // A miss remembered from an older listing is void for a name this one holds
+                    // (`>>` of a file another machine just made would create it over).
+                    for name in listing.entries.keys { state.negative[RemotePath.join(directory, name)] = nil }
+                }
                 fetch.result = .success(listing)
             } else {
                 fetch.result = result

@@ -17,9 +17,9 @@ extension FileWriteSession {
 
     /// Hands every complete part at the head to the pipeline. The first full part starts the
     /// precreate in the background; until it answers, parts stay in the window and this returns
-    /// `.ok` at once, unless `waitForOpening`.
-    func advance(_ stream: StreamingState, waitForOpening: Bool = false) throws(NetdiskError) -> AdvanceResult {
-        while let slot = stream.slots[stream.sentParts], slot.isFull(stream.slice) {
+    /// `.ok` at once, unless `waitForOpening`. Parts from `below` on stay: a write is about to change them.
+    func advance(_ stream: StreamingState, waitForOpening: Bool = false, below: Int = .max) throws(NetdiskError) -> AdvanceResult {
+        while stream.sentParts < below, let slot = stream.slots[stream.sentParts], slot.isFull(stream.slice) {
             if stream.pipeline == nil {
                 switch try opened(stream, waiting: waitForOpening) {
                 case .pending: return .ok

@@ -86,9 +86,9 @@ public final class FileWriteSession: @unchecked Sendable {
             }
         }
         if case .streaming(let stream) = state {
-            stream.sendWhatCanGo = { [weak self, weak stream] () throws(NetdiskError) in
+            stream.sendWhatCanGo = { [weak self, weak stream] (below: Int) throws(NetdiskError) in
                 guard let self, let stream else { return }
-                _ = try self.advance(stream, waitForOpening: true)
+                _ = try self.advance(stream, waitForOpening: true, below: below)
             }
         }
     }
@@ -168,7 +168,8 @@ public final class FileWriteSession: @unchecked Sendable {
     func settleOpeningIfBeyondWindow(_ stream: StreamingState, offset: Int64, end: Int64) throws(NetdiskError) -> AdvanceResult {
         guard stream.pipeline == nil, stream.opening != nil, offset >= stream.frontier,
               !stream.accepts(offset: offset, end: end, window: window(of: stream)) else { return .ok }
-        return try advance(stream, waitForOpening: true)
+        // The parts this write touches stay: sent, the write would land behind them.
+        return try advance(stream, waitForOpening: true, below: Int(offset / Int64(stream.slice)))
     }
 
     static let refusedReason = "the server refused the streaming precreate"
@@ -204,16 +205,13 @@ public final class FileWriteSession: @unchecked Sendable {
                         try cachedWrite(bytes, at: offset)
                         return
                     }
-                    // A full head part is submitted before the next part's buffer is acquired, so a
-                    // file never waits for memory while holding a part it could already send.
-                    var refused = false
-                    try stream.copy(bytes, at: offset) { () throws(NetdiskError) in
-                        if !refused, try advance(stream) == .refused { refused = true }
-                    }
+                    // Every slot is in hand, so nothing is sent while the bytes are copied: a part
+                    // sent mid-copy (it was full already, and this write overwrites it too) lost the
+                    // rest of the write to a fresh buffer that was never sent. Full parts go after.
+                    try stream.copy(bytes, at: offset)
                     counters.addWritten(Int64(bytes.count))
                     publish(stream.size)
-                    if !refused, try advance(stream) == .refused { refused = true }
-                    if refused {
+                    if try advance(stream) == .refused {
                         try fallBack(stream, reason: Self.refusedReason)
                     }
                 } catch {

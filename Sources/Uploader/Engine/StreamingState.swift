@@ -24,7 +24,10 @@ final class StreamingState: @unchecked Sendable {
     var opening: StreamOpening?
     /// Sends the full parts at the head, waiting for the precreate if it still runs. Called before
     /// any wait on memory: a file must never wait for memory while holding a part it could send.
-    var sendWhatCanGo: (() throws(NetdiskError) -> Void)?
+    /// Parts from its argument on stay: the write getting its slots is about to change them.
+    var sendWhatCanGo: ((Int) throws(NetdiskError) -> Void)?
+    /// The first part the write now getting its slots touches (see ``sendWhatCanGo``).
+    private var touching = Int.max
 
     /// The precreate answered that this file must take another path: no part will ever go, so
     /// waiting for memory would wait for nothing.
@@ -44,9 +47,8 @@ final class StreamingState: @unchecked Sendable {
         offset >= frontier && end <= Int64(sentParts + window) * Int64(slice)
     }
 
-    /// Copies into the window; `afterPart` runs after each part touched (to submit a part it filled).
-    func copy(_ bytes: UnsafeRawBufferPointer, at offset: Int64,
-              afterPart: () throws(NetdiskError) -> Void = {}) throws(NetdiskError) {
+    /// Copies into the window, whose slots ``prepareSlots(from:to:budgetWait:)`` got.
+    func copy(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws(NetdiskError) {
         guard !bytes.isEmpty else {
             size = max(size, offset)
             return
@@ -64,7 +66,6 @@ final class StreamingState: @unchecked Sendable {
             cursor += Int64(n)
             source += n
             size = max(size, cursor)
-            if cursor < end { try afterPart() }
         }
     }
 
@@ -89,6 +90,8 @@ final class StreamingState: @unchecked Sendable {
     /// freed only by the thread now waiting (one program writing many files ahead of their heads),
     /// so a wait without end is a deadlock; the caller spills this file to the cached path instead.
     func prepareSlots(from offset: Int64, to end: Int64, budgetWait: Double) throws(NetdiskError) -> Bool {
+        touching = Int(offset / Int64(slice))
+        defer { touching = .max }
         guard end > offset else { return true }
         for part in Int(offset / Int64(slice))...Int((end - 1) / Int64(slice)) where slots[part] == nil {
             guard try slotFor(part, budgetWait: budgetWait) != nil else { return false }
@@ -109,7 +112,10 @@ final class StreamingState: @unchecked Sendable {
     /// precreate was refused (the session then takes the cached path). Waits for memory like
     /// any write of the stream.
     func prepareHead(at offset: Int64) throws(NetdiskError) -> Bool {
-        try slotFor(Int(offset / Int64(slice)), budgetWait: nil) != nil
+        let part = Int(offset / Int64(slice))
+        touching = part
+        defer { touching = .max }
+        return try slotFor(part, budgetWait: nil) != nil
     }
 
     /// Parts of ours uploading (or held for readers) come back by themselves: waiting for them is
@@ -127,7 +133,7 @@ final class StreamingState: @unchecked Sendable {
             if case .buffer = attempt {} else {
                 // Full parts waiting on the precreate go first: then the parts kept for readers
                 // (below) can yield, and the wait is for parts on the wire.
-                try sendWhatCanGo()
+                try sendWhatCanGo(touching)
                 if openingRefused { return nil }
                 attempt = try pool.tryAcquire(forceFirst: waitLimit(budgetWait) == nil)
             }
