@@ -31,6 +31,8 @@ final class FakeNetdisk: NetdiskAPI, @unchecked Sendable {
     private(set) var partBytesReceived = 0
     private(set) var streamingPrecreates = 0
     private(set) var knownContentPrecreates = 0
+    /// When the last streaming precreate answered (refused or not).
+    private(set) var streamingPrecreateAnswered: Date?
     private(set) var rapidHits = 0
     private(set) var deletes: [String] = []
 
@@ -90,6 +92,7 @@ final class FakeNetdisk: NetdiskAPI, @unchecked Sendable {
         if delay > 0 { try? await Task.sleep(for: .milliseconds(Int(delay * 1000))) }
         return try withLock { () throws(NetdiskError) -> String in
             streamingPrecreates += 1
+            streamingPrecreateAnswered = Date()
             if faults.refuseStreamingPrecreate { throw .badParameter(code: 2, message: "size required") }
             if let error = faults.streamingPrecreateError { throw error }
             let id = "st-\(UUID().uuidString)"
