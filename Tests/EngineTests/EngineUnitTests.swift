@@ -35,8 +35,9 @@ extension FileWriteSession {
     }
 }
 
-func writeAll(_ session: FileWriteSession, _ data: [UInt8], chunk: Int = 10_000) throws(NetdiskError) {
-    var offset = 0
+/// Writes `data[from...]` at its own offsets, `chunk` bytes per write, as `cp` would.
+func writeAll(_ session: FileWriteSession, _ data: [UInt8], from: Int = 0, chunk: Int = 10_000) throws(NetdiskError) {
+    var offset = from
     while offset < data.count {
         let n = min(chunk, data.count - offset)
         try session.write(data[offset..<offset + n], at: Int64(offset))

@@ -21,12 +21,7 @@ import Testing
         #expect(seconds < 2.5, "writes waited \(seconds) s for a 3 s precreate")
         #expect(api.partsReceived == 0, "nothing is sent before the precreate answers")
         let entry = try await onForeignThread { () throws(NetdiskError) -> RemoteEntry in
-            var offset = window
-            while offset < data.count {
-                let n = min(10_000, data.count - offset)
-                try session.write(data[offset..<offset + n], at: Int64(offset))
-                offset += n
-            }
+            try writeAll(session, data, from: window)
             #expect(!session.isCached, "a slow precreate is no reason to take the cached path")
             return try session.finish()
         }
@@ -140,12 +135,7 @@ import Testing
                 try session.write(patch[...], at: Int64(2 * testSlice - 100))
             }
             let from = precreateDelay == 0 ? 2 * testSlice : 2 * testSlice + 200
-            var offset = from
-            while offset < ref.count {
-                let n = min(10_000, ref.count - offset)
-                try session.write(ref[offset..<offset + n], at: Int64(offset))
-                offset += n
-            }
+            try writeAll(session, ref, from: from)
             #expect(!session.isCached, "streamed (precreate delay \(precreateDelay))")
             return try session.finish()
         }

@@ -86,7 +86,7 @@ struct MountBackend: Sendable {
             engine.streaming = strategies
             if !options.readOnly && strategies.known == nil {
                 // Learned in the background now, so the first large file does not wait for the probe.
-                Thread.detachNewThread { _ = strategies.current() }
+                NamedThread.start("nd.probe") { _ = strategies.current() }
             }
             // What a killed mount or put left behind: cache files and staging files nobody owns.
             CacheSweeper.sweep(cacheDirectory: engine.cacheDirectory, logger: logger)

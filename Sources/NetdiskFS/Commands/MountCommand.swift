@@ -158,7 +158,7 @@ public struct MountCommand: AsyncParsableCommand {
 
         let rc: Int32? = await withCheckedContinuation { continuation in
             // libfuse's loop blocks: it gets its own thread, never a cooperative-pool one.
-            Thread.detachNewThread {
+            NamedThread.start("nd.fuse") {
                 let mount: FuseMount
                 do {
                     mount = try FuseMount(fileSystem: fileSystem, mountpoint: mountpoint, mountOptions: finalMountOptions)

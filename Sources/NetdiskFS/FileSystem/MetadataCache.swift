@@ -173,7 +173,7 @@ final class MetadataCache: Sendable {
             return try fetch.result!.get()
         case .fetch(let fetch, let stale?):
             // A plain thread: the refresh may outlive this FUSE request.
-            Thread.detachNewThread {
+            NamedThread.start("nd.list") {
                 self.refresh(directory, fetch)
                 self.state.withLock { $0.backgroundRefreshes -= 1 }
             }

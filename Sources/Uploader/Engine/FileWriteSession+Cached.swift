@@ -12,7 +12,7 @@ extension FileWriteSession {
         var staging: String?
         var backing: RemoteEntry?
         let sentBytes = stream.frontier
-        if let pipeline = stream.pipeline, let uploadID = stream.uploadID, stream.sentParts > 0 {
+        if let pipeline = stream.pipeline, let uploadID = stream.opened?.uploadID, stream.sentParts > 0 {
             let md5s = try pipeline.finish()
             let blockList = try (0..<stream.sentParts).map { (partseq) throws(NetdiskError) -> String in
                 guard let md5 = md5s[partseq] else { throw .protocolViolation("part \(partseq) has no MD5") }

@@ -58,8 +58,6 @@ extension FileWriteSession {
         case .opened(let uploadID, let strategy):
             let uploader = PartUploader(api: api, path: stagingPath, uploadID: uploadID, attempts: options.partAttempts,
                                         baseDelay: options.retryBaseDelay, progress: counters, logger: logger)
-            stream.strategy = strategy
-            stream.uploadID = uploadID
             stream.pipeline = OrderedPipeline(threads: options.threads, name: "nd.stream", progress: counters,
                                               upload: { partseq, bytes, md5 throws(NetdiskError) in
                                                   try uploader.upload(partseq: partseq, bytes: bytes, md5: md5) })
@@ -125,7 +123,7 @@ extension FileWriteSession {
             try stream.fillHead(length: length)
             try stream.submitHead(length: length)
         }
-        guard let pipeline = stream.pipeline, let uploadID = stream.uploadID else { throw .cancelled }
+        guard let pipeline = stream.pipeline, let uploadID = stream.opened?.uploadID else { throw .cancelled }
         let md5s = try pipeline.finish()
         let blockList = try (0..<partCount).map { (partseq) throws(NetdiskError) -> String in
             guard let md5 = md5s[partseq] else { throw .protocolViolation("part \(partseq) has no MD5") }
@@ -141,7 +139,7 @@ extension FileWriteSession {
         } catch {
             // A create that refuses the true size comes after the bytes are gone: this file fails, but
             // the next one learns again instead of repeating it.
-            if case .createFailed = error, let strategy = stream.strategy { options.streaming?.refused(strategy, because: error) }
+            if case .createFailed = error, let strategy = stream.opened?.strategy { options.streaming?.refused(strategy, because: error) }
             throw error
         }
         stream.releaseAll()

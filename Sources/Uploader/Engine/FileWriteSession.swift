@@ -159,14 +159,14 @@ public final class FileWriteSession: @unchecked Sendable {
     /// would have gone wait in the window, so it is wider by the parts that would be in flight (the
     /// pool, not the window, bounds the memory).
     func window(of stream: StreamingState) -> Int {
-        options.reorderWindowSlices + (stream.pipeline == nil && stream.opening != nil ? options.threads : 0)
+        options.reorderWindowSlices + (stream.isOpening ? options.threads : 0)
     }
 
     /// A write past even the widened window waits for the precreate and sends what it can, instead
     /// of taking the cached path only because the precreate is slow. `.refused`: the precreate said
     /// this file takes the cached path.
     func settleOpeningIfBeyondWindow(_ stream: StreamingState, offset: Int64, end: Int64) throws(NetdiskError) -> AdvanceResult {
-        guard stream.pipeline == nil, stream.opening != nil, offset >= stream.frontier,
+        guard stream.isOpening, offset >= stream.frontier,
               !stream.accepts(offset: offset, end: end, window: window(of: stream)) else { return .ok }
         // The parts this write touches stay: sent, the write would land behind them.
         return try advance(stream, waitForOpening: true, below: Int(offset / Int64(stream.slice)))

@@ -6,7 +6,8 @@ import Foundation
 /// Why: the precreate is a round trip, and the writer used to wait for it with its first full part
 /// in hand (100 ms of a 4.7 s SVIP copy at 100 ms per call) while the window had room for three
 /// more. The writer waits for it only when it must: before it would wait for memory (a file never
-/// waits for memory while holding a part it could send), and at the commit.
+/// waits for memory while holding a part it could send, unless the write now waiting is about to
+/// change that part), past the widened window, and at the commit.
 final class StreamOpening: @unchecked Sendable {
     enum Outcome: Sendable {
         case opened(uploadID: String, strategy: StreamingStrategy)

@@ -17,14 +17,12 @@ final class StreamingState: @unchecked Sendable {
     var slots: [Int: Slot] = [:]
     var size: Int64 = 0
     var pipeline: OrderedPipeline?
-    var uploadID: String?
-    /// How this stream's upload was opened (its create must go the same way).
-    var strategy: StreamingStrategy?
     /// The precreate, started when the first part filled; `pipeline` is built once it answers.
     var opening: StreamOpening?
     /// Sends the full parts at the head, waiting for the precreate if it still runs. Called before
-    /// any wait on memory: a file must never wait for memory while holding a part it could send.
-    /// Parts from its argument on stay: the write getting its slots is about to change them.
+    /// any wait on memory: a file never waits for memory while holding a part it could send, except
+    /// the parts the write now getting its slots touches (from the argument on), which it is about
+    /// to change.
     var sendWhatCanGo: ((Int) throws(NetdiskError) -> Void)?
     /// The first part the write now getting its slots touches (see ``sendWhatCanGo``).
     private var touching = Int.max
@@ -32,6 +30,14 @@ final class StreamingState: @unchecked Sendable {
     /// The precreate answered that this file must take another path: no part will ever go, so
     /// waiting for memory would wait for nothing.
     var openingRefused: Bool { pipeline == nil && opening?.refused == true }
+    /// The precreate was started and the pipeline is not built yet: parts wait in the window.
+    var isOpening: Bool { pipeline == nil && opening != nil }
+    /// The uploadid the precreate gave and how it was opened (the create must go the same way);
+    /// nil until it answered.
+    var opened: (uploadID: String, strategy: StreamingStrategy)? {
+        guard case .success(.opened(let uploadID, let strategy))? = opening?.outcome(waiting: false) else { return nil }
+        return (uploadID, strategy)
+    }
     /// Sent parts readers may still read (the head, the tail, and parts in flight).
     let sent: SentParts
 

@@ -308,7 +308,7 @@ public final class RemoteFileReader: @unchecked Sendable {
         prefetches.append(pending)
         let source = self.source, budget = self.budget, fsID = entry.fsID
         // A plain thread, not a Task: the download blocks while the async client works.
-        Thread.detachNewThread {
+        NamedThread.start("nd.prefetch") {
             do throws(NetdiskError) {
                 pending.finish(.success(try source.fetch(fsID: fsID, offset: pending.start, length: pending.length)), budget: budget)
             } catch {
