@@ -9,9 +9,9 @@ private let sizes = [0, 1, slice - 1, slice, slice + 1, 3 * slice + 17]
 
 /// Streams `content` through a FileWriteSession from a dedicated thread, in 1 MiB writes.
 private func stream(_ content: GeneratedContent, to path: String, harness: EmulatorHarness,
-                    options: EngineOptions? = nil) async throws -> RemoteEntry {
+                    options: EngineOptions? = nil, budget: Int = 256 << 20) async throws -> RemoteEntry {
     let session = FileWriteSession(api: harness.client, remotePath: path, mode: .streaming,
-                                   options: options ?? harness.options(), budget: MemoryBudget(bytes: 256 << 20),
+                                   options: options ?? harness.options(), budget: MemoryBudget(bytes: budget),
                                    logger: testLogger)
     return try await onForeignThread { () throws(NetdiskError) -> RemoteEntry in
         let result = Result { () throws(NetdiskError) in
@@ -119,18 +119,61 @@ struct EmulatorEndToEndTests {
         await harness.stop()
     }
 
+    /// An uploadid that expires mid-stream loses its parts on the server, not the file: every part
+    /// sent is still in memory (the head is kept for readers, the rest failed and was kept), so the
+    /// stream goes on under a fresh uploadid. Before, the file failed with EIO.
     /// On `documented`, superfile2 says "31299 Expried Time Not Match" for it: read as expired too.
-    @Test(arguments: ["default", "documented"]) func uploadIDExpiryMidStreamCommitsNothing(profile: String) async throws {
+    @Test(arguments: ["default", "documented"]) func uploadIDExpiryMidStreamSendsItsPartsAgain(profile: String) async throws {
         let harness = try await EmulatorHarness.start(faults: "superfile2:expire-upload:n=3", profile: EmulatorProfile.named(profile)!)
         let content = GeneratedContent(size: 8 * slice, seed: 10)
+        // One worker: parts are answered in order, so the two acknowledged before the expiry are
+        // the head (kept for readers). With four, the second answer may be part 2, let go at once.
+        _ = try await stream(content, to: "/apps/netdiskfs/expired.bin", harness: harness, options: harness.options(threads: 1))
+        let files = try await harness.files()
+        #expect(files["/apps/netdiskfs/expired.bin"]?.md5 == content.md5)
+        #expect(files.keys.filter { $0.contains(".netdiskfs-staging/") }.isEmpty)
+        await harness.stop()
+    }
+
+    /// Where a part the server acknowledged under the expired uploadid was already let go (past the
+    /// head and the tail), its bytes are nowhere: the file fails and nothing is committed.
+    @Test(arguments: ["default", "documented"]) func uploadIDExpiryAfterPartsWereLetGoCommitsNothing(profile: String) async throws {
+        let harness = try await EmulatorHarness.start(faults: "superfile2:expire-upload:n=9", profile: EmulatorProfile.named(profile)!)
+        let content = GeneratedContent(size: 14 * slice, seed: 10)
         var failure: NetdiskError?
-        do { _ = try await stream(content, to: "/apps/netdiskfs/expired.bin", harness: harness) }
+        // One worker: the parts are answered in order, so parts 2 to 7 are acknowledged, and let
+        // go once the tail (the latest 3 sent) moved past them, before part 8 meets the expiry.
+        do { _ = try await stream(content, to: "/apps/netdiskfs/expired.bin", harness: harness, options: harness.options(threads: 1)) }
         catch let error as NetdiskError { failure = error }
         #expect(failure == .uploadExpired || failure == .unknownUploadID)
         #expect(failure.map { "\($0)" }?.contains("31363") == true || failure.map { "\($0)" }?.contains("31355") == true)
         let files = try await harness.files()
         #expect(files["/apps/netdiskfs/expired.bin"] == nil)
         #expect(files.keys.filter { $0.contains(".netdiskfs-staging/") }.isEmpty)
+        await harness.stop()
+    }
+
+    /// A stream's part that gives up on its host (every attempt cut off, as when an upload host
+    /// restarted and its port is gone) goes on under a fresh uploadid on a freshly located host
+    /// (chaos `emulator-restart`: the streamed file got EIO).
+    @Test func aStreamsPartThatGivesUpOnItsHostGoesOnElsewhere() async throws {
+        let harness = try await EmulatorHarness.start(faults: "superfile2:reset:count=4", retryPolicy: .none)
+        let content = GeneratedContent(size: 2 * slice + 5, seed: 14)
+        _ = try await stream(content, to: "/apps/netdiskfs/rehosted-s.bin", harness: harness, options: harness.options(threads: 1))
+        #expect(try await harness.files()["/apps/netdiskfs/rehosted-s.bin"]?.md5 == content.md5)
+        let calls = try await harness.stats()["calls"] as? [String: Int] ?? [:]
+        #expect(calls["locateupload"] == 2, "the host that gave up was forgotten and a new one located: \(calls)")
+        #expect(calls["superfile2"] == 7, "4 cut-off attempts of part 0, then its 3 parts again: \(calls)")
+        await harness.stop()
+    }
+
+    /// The failed parts are kept, so their buffers no longer come back to wake a writer waiting for
+    /// memory: the failure itself must wake it, or a small budget would hang the write for ever.
+    @Test(.timeLimit(.minutes(1))) func aWriterWaitingForMemoryIsWokenToRestart() async throws {
+        let harness = try await EmulatorHarness.start(faults: "superfile2:expire-upload:n=1")
+        let content = GeneratedContent(size: 6 * slice + 9, seed: 15)
+        _ = try await stream(content, to: "/apps/netdiskfs/woken.bin", harness: harness, budget: 2 * slice)
+        #expect(try await harness.files()["/apps/netdiskfs/woken.bin"]?.md5 == content.md5)
         await harness.stop()
     }
 

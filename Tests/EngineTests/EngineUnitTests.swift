@@ -589,7 +589,7 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
         #expect(sent.headParts == 2 && sent.tailParts == 3)
         #expect(SentParts.tailParts(slice: 16 << 20) == 2, "a tail read may straddle two parts")
         let returned = Counter()
-        var uploadDone: [@Sendable () -> Void] = []
+        var uploadDone: [@Sendable (PartOutcome) -> Void] = []
         for partseq in 0..<10 {
             let buffer = SectionBuffer(capacity: 16)
             buffer.base.storeBytes(of: UInt8(partseq), as: UInt8.self)
@@ -599,7 +599,7 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
         var byte: UInt8 = 0
         // Every part is still uploading: all readable.
         for partseq in 0..<10 { #expect(sent.copy(part: partseq, from: 0, count: 1, to: &byte) && byte == UInt8(partseq)) }
-        for done in uploadDone { done() }
+        for done in uploadDone { done(.acknowledged) }
         // Uploaded: the head (0, 1) and the tail (7, 8, 9) stay; the middle went back.
         for partseq in [0, 1, 7, 8, 9] { #expect(sent.copy(part: partseq, from: 0, count: 1, to: &byte), "part \(partseq)") }
         for partseq in 2...6 { #expect(!sent.copy(part: partseq, from: 0, count: 1, to: &byte), "part \(partseq)") }
@@ -616,7 +616,7 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
     @Test func aPartThatWentBackHoldsNoBuffer() throws {
         let sent = SentParts(slice: 4 << 20)
         weak var weakBuffer: SectionBuffer?
-        var done: (@Sendable () -> Void)?
+        var done: (@Sendable (PartOutcome) -> Void)?
         do {
             let buffer = SectionBuffer(capacity: 4096)
             weakBuffer = buffer
@@ -624,7 +624,7 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
             done = sent.add(partseq: 0, buffer: buffer, length: 16, giveBack: { withExtendedLifetime(buffer) {} })
         }
         #expect(weakBuffer != nil, "held while it uploads")
-        done?()
+        done?(.acknowledged)
         sent.letGoOfAll()
         #expect(weakBuffer == nil, "the buffer of a part that went back is still alive")
         withExtendedLifetime(sent) {}
@@ -688,7 +688,7 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
                 let canary = Canary()
                 canaries.append(Weak(canary))
                 try pipeline.submit(PipelineJob(partseq: partseq, bytes: PartBytes(base: raw.baseAddress, count: raw.count),
-                                                knownMD5: "x", release: { withExtendedLifetime(canary) {} }))
+                                                knownMD5: "x", release: { _ in withExtendedLifetime(canary) {} }))
             }
             _ = try pipeline.finish()
         }
@@ -783,7 +783,7 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
         var seen: [(decided: Int, named: Int)] = []
         try bytes.withUnsafeBytes { raw in
             func part(_ partseq: Int) -> PipelineJob {
-                PipelineJob(partseq: partseq, bytes: PartBytes(base: raw.baseAddress, count: raw.count), knownMD5: "x", release: {})
+                PipelineJob(partseq: partseq, bytes: PartBytes(base: raw.baseAddress, count: raw.count), knownMD5: "x", release: { _ in })
             }
             func named(reaching count: Int) -> Int {
                 var named = threads(named: "lazyw")

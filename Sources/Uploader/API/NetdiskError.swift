@@ -96,6 +96,13 @@ public enum NetdiskError: Error, Sendable, Equatable, CustomStringConvertible {
         return isHostFailure
     }
 
+    /// This failure ends one uploadid, not the file: the uploadid expired or is unknown, or its host
+    /// (every part of an uploadid must reach the same one) stopped answering. The parts still at
+    /// hand can go again under a fresh uploadid on a freshly located host.
+    public var endsOnlyTheUploadID: Bool {
+        self == .uploadExpired || self == .unknownUploadID || isHostFailure
+    }
+
     /// The host did not answer usefully: a connection error or a 5xx (not a refusal it sent).
     public var isHostFailure: Bool {
         switch self {

@@ -222,7 +222,7 @@ public struct CachedUpload: Sendable {
                     // Already in memory: no copy; the job keeps the holder's buffer mapped until it ends.
                     let owner = held.owner
                     try pipeline.submit(PipelineJob(partseq: partseq, bytes: held.bytes, knownMD5: digest.blockList[partseq],
-                                                    release: { withExtendedLifetime(owner) {} }))
+                                                    release: { _ in withExtendedLifetime(owner) {} }))
                     continue
                 }
                 let buffer = try pool.acquire()
@@ -239,7 +239,7 @@ public struct CachedUpload: Sendable {
                 }
                 buffer.count = want
                 try pipeline.submit(PipelineJob(partseq: partseq, bytes: buffer.bytes, knownMD5: digest.blockList[partseq],
-                                                release: { pool.release(buffer) }))
+                                                release: { _ in pool.release(buffer) }))
             }
         } catch {
             pipeline.cancel(error)

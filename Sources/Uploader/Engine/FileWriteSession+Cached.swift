@@ -12,8 +12,9 @@ extension FileWriteSession {
         var staging: String?
         var backing: RemoteEntry?
         let sentBytes = stream.frontier
-        if let pipeline = stream.pipeline, let uploadID = stream.opened?.uploadID, stream.sentParts > 0 {
-            let md5s = try pipeline.finish()
+        if stream.pipeline != nil, stream.sentParts > 0 {
+            let md5s = try stream.finishPipeline()
+            guard let uploadID = stream.opened?.uploadID else { throw .cancelled }
             let blockList = try (0..<stream.sentParts).map { (partseq) throws(NetdiskError) -> String in
                 guard let md5 = md5s[partseq] else { throw .protocolViolation("part \(partseq) has no MD5") }
                 return md5

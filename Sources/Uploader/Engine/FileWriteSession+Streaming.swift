@@ -55,15 +55,26 @@ extension FileWriteSession {
         switch try outcome.get() {
         case .refused:
             return .refused
-        case .opened(let uploadID, let strategy):
-            let uploader = PartUploader(api: api, path: stagingPath, uploadID: uploadID, attempts: options.partAttempts,
-                                        baseDelay: options.retryBaseDelay, progress: counters, logger: logger)
-            stream.pipeline = OrderedPipeline(threads: options.threads, name: "nd.stream", progress: counters,
-                                              upload: { partseq, bytes, md5 throws(NetdiskError) in
-                                                  try uploader.upload(partseq: partseq, bytes: bytes, md5: md5) })
-            record(failure: nil, pipeline: stream.pipeline)
+        case .opened(let uploadID, _):
+            makePipeline(stream, uploadID: uploadID)
             return .open
         }
+    }
+
+    /// The stream's pipeline for `uploadID`. Its failure interrupts a writer waiting for memory
+    /// (``BufferPool/interrupt(with:)``): the parts it kept for a restart do not come back.
+    @discardableResult
+    func makePipeline(_ stream: StreamingState, uploadID: String) -> OrderedPipeline {
+        let uploader = PartUploader(api: api, path: stagingPath, uploadID: uploadID, attempts: options.partAttempts,
+                                    baseDelay: options.retryBaseDelay, progress: counters, logger: logger)
+        let pool = stream.pool
+        let pipeline = OrderedPipeline(threads: options.threads, name: "nd.stream", progress: counters,
+                                       upload: { partseq, bytes, md5 throws(NetdiskError) in
+                                           try uploader.upload(partseq: partseq, bytes: bytes, md5: md5) },
+                                       onFailure: { error in pool.interrupt(with: error) })
+        stream.pipeline = pipeline
+        record(failure: nil, pipeline: pipeline)
+        return pipeline
     }
 
     /// The streaming precreate the account's strategy says. A refused strategy is learned again
@@ -123,8 +134,9 @@ extension FileWriteSession {
             try stream.fillHead(length: length)
             try stream.submitHead(length: length)
         }
-        guard let pipeline = stream.pipeline, let uploadID = stream.opened?.uploadID else { throw .cancelled }
-        let md5s = try pipeline.finish()
+        let md5s = try stream.finishPipeline()
+        // Read after the finish: a restart on the way there changed it.
+        guard let uploadID = stream.opened?.uploadID else { throw .cancelled }
         let blockList = try (0..<partCount).map { (partseq) throws(NetdiskError) -> String in
             guard let md5 = md5s[partseq] else { throw .protocolViolation("part \(partseq) has no MD5") }
             return md5

@@ -90,6 +90,10 @@ public final class FileWriteSession: @unchecked Sendable {
                 guard let self, let stream else { return }
                 _ = try self.advance(stream, waitForOpening: true, below: below)
             }
+            stream.restartUpload = { [weak self, weak stream] (error: NetdiskError) throws(NetdiskError) -> Bool in
+                guard let self, let stream else { return false }
+                return try self.restartUpload(stream, after: error)
+            }
         }
     }
 
@@ -189,7 +193,11 @@ public final class FileWriteSession: @unchecked Sendable {
         }
         switch state {
         case .streaming(let stream):
-            if let error = stream.pipeline?.error { fail(error); throw error }
+            if let error = stream.pipeline?.error {
+                do throws(NetdiskError) {
+                    guard try restartUpload(stream, after: error) else { throw error }
+                } catch { fail(error); throw error }
+            }
             do throws(NetdiskError) {
                 if try settleOpeningIfBeyondWindow(stream, offset: offset, end: end) == .refused {
                     try fallBack(stream, reason: Self.refusedReason)

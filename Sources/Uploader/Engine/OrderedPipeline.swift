@@ -1,13 +1,24 @@
 import Foundation
 import Logging
 
+/// How a part left the pipeline, told to its owner by `release`.
+enum PartOutcome: Sendable {
+    /// The server holds it under this uploadid.
+    case acknowledged
+    /// Not acknowledged, and the failure ends only this uploadid (it expired, or its host stopped
+    /// answering): the owner may send it again under a fresh one, so it should keep the bytes.
+    case retry
+    /// Not acknowledged, and nothing will send it again.
+    case dropped
+}
+
 /// One part handed to the pipeline: its bytes stay valid until `release` runs.
 struct PipelineJob: Sendable {
     var partseq: Int
     var bytes: PartBytes
     /// Known from a previous hash pass (cached path); nil means the worker hashes it.
     var knownMD5: String?
-    var release: @Sendable () -> Void
+    var release: @Sendable (PartOutcome) -> Void
 }
 
 /// Uploads parts concurrently with a bounded number in flight, in the order they were submitted.
@@ -37,12 +48,15 @@ final class OrderedPipeline: @unchecked Sendable {
     private let upload: Upload
     private let progress: ProgressCounters
     private let onPartDone: (@Sendable (Int, String) -> Void)?
+    private let onFailure: (@Sendable (NetdiskError) -> Void)?
 
+    /// `onFailure` runs once, on the thread that saw the first fatal error, without the lock.
     init(threads: Int, name: String, progress: ProgressCounters, upload: @escaping Upload,
-         onPartDone: (@Sendable (Int, String) -> Void)? = nil) {
+         onPartDone: (@Sendable (Int, String) -> Void)? = nil, onFailure: (@Sendable (NetdiskError) -> Void)? = nil) {
         self.upload = upload
         self.progress = progress
         self.onPartDone = onPartDone
+        self.onFailure = onFailure
         self.maxWorkers = max(1, threads)
         self.name = name
     }
@@ -60,7 +74,7 @@ final class OrderedPipeline: @unchecked Sendable {
         condition.lock()
         if let failure {
             condition.unlock()
-            job.release()
+            job.release(Self.outcome(after: failure))
             throw failure
         }
         queue.append(job)
@@ -115,8 +129,8 @@ final class OrderedPipeline: @unchecked Sendable {
                     queue.removeFirst(queueHead)
                     queueHead = 0
                 }
-                if failure != nil {
-                    job.release()
+                if let failure {
+                    job.release(Self.outcome(after: failure))
                     continue
                 }
                 active += 1
@@ -133,9 +147,13 @@ final class OrderedPipeline: @unchecked Sendable {
         }
     }
 
+    /// What a part that did not go owes its owner, once the pipeline failed with `failure`.
+    private static func outcome(after failure: NetdiskError) -> PartOutcome {
+        failure.endsOnlyTheUploadID ? .retry : .dropped
+    }
+
     private func workerLoop() {
         while let job = nextJob() {
-            defer { job.release() }
             let md5 = PartMD5(known: job.knownMD5, bytes: job.bytes, progress: progress)
             do throws(NetdiskError) {
                 try upload(job.partseq, job.bytes, md5)
@@ -144,12 +162,16 @@ final class OrderedPipeline: @unchecked Sendable {
                 md5s[job.partseq] = md5.value
                 active -= 1
                 condition.unlock()
+                job.release(.acknowledged)
             } catch {
                 condition.lock()
-                if failure == nil { failure = error }
+                let first = failure == nil
+                if first { failure = error }
                 active -= 1
                 condition.broadcast()
                 condition.unlock()
+                job.release(Self.outcome(after: error))
+                if first { onFailure?(error) }
             }
         }
     }

@@ -12,7 +12,9 @@ import Foundation
 ///   moves on while it reads the head).
 ///
 /// Each part's buffer returns to the pool only when both its upload and the readers are done
-/// with it. The pool's limit counts the head and the tail, so keeping them never makes a writer
+/// with it. A part whose upload failed in a way that ends only its uploadid (``PartOutcome/retry``)
+/// is kept too, until the session sends it again under a fresh one (``resubmit(count:)``) or gives
+/// up (``abandonAll()``). The pool's limit counts the head and the tail, so keeping them never makes a writer
 /// wait for itself. When the shared memory budget is short, the tail is let go; the head too when
 /// the whole budget cannot hold it beside ``minimumInFlight`` parts on the wire (``headYields``),
 /// or when nothing else is left to give.
@@ -24,7 +26,12 @@ final class SentParts: @unchecked Sendable {
         private var buffer: SectionBuffer?
         let length: Int
         private let lock = NSLock()
+        /// Acknowledged by the server under the current uploadid.
         private var uploaded = false
+        /// A pipeline has it (queued or on the wire).
+        private var onWire = true
+        /// Kept after an upload failure, for a restart under a fresh uploadid.
+        private var kept = false
         private var held: Bool
         private var alive = true
         private var giveBack: (@Sendable () -> Void)?
@@ -37,7 +44,7 @@ final class SentParts: @unchecked Sendable {
         }
 
         var isAlive: Bool { lock.withLock { alive } }
-        var isUploading: Bool { lock.withLock { alive && !uploaded } }
+        var isUploading: Bool { lock.withLock { alive && onWire } }
 
         /// Copies `count` bytes from `offset` in the part; false once its buffer went back.
         func copy(from offset: Int, count: Int, to target: UnsafeMutableRawPointer) -> Bool {
@@ -48,13 +55,34 @@ final class SentParts: @unchecked Sendable {
             }
         }
 
-        func uploadDone() { finish { uploaded = true } }
+        func uploadEnded(_ outcome: PartOutcome) {
+            finish {
+                onWire = false
+                uploaded = outcome == .acknowledged
+                kept = outcome == .retry
+            }
+        }
         func letGo() { finish { held = false } }
+        func abandon() { finish { kept = false; held = false } }
+
+        /// Marks the part as on the wire again (a restart); false once its buffer went back.
+        func resend() -> PartBytes? {
+            lock.withLock {
+                guard alive, !onWire, let buffer else { return nil }
+                uploaded = false
+                kept = false
+                onWire = true
+                return PartBytes(base: UnsafeRawPointer(buffer.base), count: length)
+            }
+        }
+
+        /// Its bytes can go again: alive and not on the wire.
+        var canResend: Bool { lock.withLock { alive && !onWire } }
 
         private func finish(_ change: () -> Void) {
             let release = lock.withLock { () -> (@Sendable () -> Void)? in
                 change()
-                guard alive, uploaded, !held else { return nil }
+                guard alive, !onWire, !held, !kept else { return nil }
                 alive = false
                 buffer = nil
                 defer { giveBack = nil }
@@ -100,7 +128,7 @@ final class SentParts: @unchecked Sendable {
 
     /// Records a part handed to the uploader; returns what the uploader calls when it is done.
     func add(partseq: Int, buffer: SectionBuffer, length: Int,
-             giveBack: @escaping @Sendable () -> Void) -> @Sendable () -> Void {
+             giveBack: @escaping @Sendable () -> Void) -> @Sendable (PartOutcome) -> Void {
         parts = parts.filter { $0.value.isAlive }
         let held = keeping
         let part = Part(buffer: buffer, length: length, held: held, giveBack: giveBack)
@@ -109,7 +137,30 @@ final class SentParts: @unchecked Sendable {
             tail.append(partseq)
             if tail.count > tailParts { parts[tail.removeFirst()]?.letGo() }
         }
-        return { part.uploadDone() }
+        return { part.uploadEnded($0) }
+    }
+
+    /// Every part below `count` can go again (see ``resubmit(count:)``): none is gone or still on
+    /// the wire. Asked once the failed pipeline's workers have all ended.
+    func canResubmit(count: Int) -> Bool {
+        (0..<count).allSatisfy { parts[$0]?.canResend == true }
+    }
+
+    /// The parts below `count`, marked as on the wire again, each with what its new upload calls
+    /// when it ends; nil (and nothing marked) when one of them is gone.
+    func resubmit(count: Int) -> [(partseq: Int, bytes: PartBytes, release: @Sendable (PartOutcome) -> Void)]? {
+        guard canResubmit(count: count) else { return nil }
+        return (0..<count).compactMap { partseq in
+            guard let part = parts[partseq], let bytes = part.resend() else { return nil }
+            return (partseq, bytes, { part.uploadEnded($0) })
+        }
+    }
+
+    /// The stream ended (committed, fell back, failed or was cancelled): nothing is kept for readers
+    /// or for a restart any more; parts still on the wire go back when they end.
+    func abandonAll() {
+        letGoOfAll()
+        for part in parts.values { part.abandon() }
     }
 
     /// Copies bytes of a sent part; false when that part is no longer in memory.

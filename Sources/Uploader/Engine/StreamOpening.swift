@@ -31,6 +31,11 @@ final class StreamOpening: @unchecked Sendable {
         }
     }
 
+    /// One that already answered (a restart's precreate, run by the writer itself).
+    init(answered outcome: Outcome) {
+        result = .success(outcome)
+    }
+
     /// The precreate's error once it failed (a quota, a lost login): what fsync reports.
     var error: NetdiskError? {
         if case .failure(let error)? = outcome(waiting: false) { return error }

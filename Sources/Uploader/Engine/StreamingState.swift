@@ -24,6 +24,12 @@ final class StreamingState: @unchecked Sendable {
     /// the parts the write now getting its slots touches (from the argument on), which it is about
     /// to change.
     var sendWhatCanGo: ((Int) throws(NetdiskError) -> Void)?
+    /// Asked where the pipeline's failure surfaces (a submit, a wait for memory, the finish): true
+    /// when the upload went on under a fresh uploadid, every sent part sent again (see
+    /// ``FileWriteSession/restartUpload(_:after:)``); false when the failure stands.
+    var restartUpload: ((NetdiskError) throws(NetdiskError) -> Bool)?
+    /// Fresh uploadids this stream took after a failure.
+    var restarts = 0
     /// The first part the write now getting its slots touches (see ``sendWhatCanGo``).
     private var touching = Int.max
 
@@ -166,12 +172,38 @@ final class StreamingState: @unchecked Sendable {
         if case .buffer(let got) = attempt {
             buffer = got
         } else {
-            buffer = try pool.acquire(budgetWait: waitLimit(budgetWait))
+            buffer = try acquire(budgetWait: budgetWait)
         }
         guard let buffer else { return nil }
         let slot = Slot(buffer: buffer)
         slots[part] = slot
         return slot
+    }
+
+    /// Waits for a buffer. A failed upload interrupts the wait (its parts are kept for a restart,
+    /// so their buffers do not come back): the upload restarts and the wait goes on, or the failure
+    /// is thrown.
+    private func acquire(budgetWait: Double?) throws(NetdiskError) -> SectionBuffer? {
+        while true {
+            do throws(NetdiskError) {
+                return try pool.acquire(budgetWait: waitLimit(budgetWait))
+            } catch {
+                guard error != .cancelled, try restartUpload?(error) == true else { throw error }
+            }
+        }
+    }
+
+    /// Waits for every part sent to be acknowledged, restarting the upload where its failure allows;
+    /// the MD5 of each part by partseq.
+    func finishPipeline() throws(NetdiskError) -> [Int: String] {
+        while true {
+            guard let pipeline else { throw .cancelled }
+            do throws(NetdiskError) {
+                return try pipeline.finish()
+            } catch {
+                guard try restartUpload?(error) == true else { throw error }
+            }
+        }
     }
 
     /// Reads from memory: the window, or sent parts still held. nil when a byte needed is gone.
@@ -229,7 +261,12 @@ final class StreamingState: @unchecked Sendable {
         let partseq = sentParts
         sentParts += 1
         let release = sent.add(partseq: partseq, buffer: buffer, length: length, giveBack: { pool.release(buffer) })
-        try pipeline.submit(PipelineJob(partseq: partseq, bytes: buffer.bytes, knownMD5: nil, release: release))
+        do throws(NetdiskError) {
+            try pipeline.submit(PipelineJob(partseq: partseq, bytes: buffer.bytes, knownMD5: nil, release: release))
+        } catch {
+            // A restart sends this part too: it is below `sentParts`, and the failed submit kept it.
+            guard try restartUpload?(error) == true else { throw error }
+        }
     }
 
     /// Writes the in-memory window to the cache file (fallback).
@@ -248,7 +285,7 @@ final class StreamingState: @unchecked Sendable {
     func releaseAll() {
         for slot in slots.values { pool.release(slot.buffer) }
         slots.removeAll()
-        sent.letGoOfAll()
+        sent.abandonAll()
         pool.close()
     }
 

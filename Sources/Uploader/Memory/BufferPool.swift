@@ -54,6 +54,7 @@ public final class BufferPool: @unchecked Sendable {
     private var free: [SectionBuffer] = []
     private var allocated = 0
     private var cancelled = false
+    private var interruption: NetdiskError?
 
     /// Buffers of this size the whole shared budget holds.
     public var budgetBuffers: Int { budget.capacity / max(1, bufferSize) }
@@ -100,12 +101,31 @@ public final class BufferPool: @unchecked Sendable {
                     condition.unlock()
                     return nil
                 }
+                if let interruption { condition.unlock(); throw interruption }
                 // The budget is full: wait for one of ours to come back, or retry the budget shortly.
                 _ = condition.wait(until: Date(timeIntervalSinceNow: 0.01))
                 continue
             }
+            if let interruption { condition.unlock(); throw interruption }
             condition.wait()
         }
+    }
+
+    /// Until ``resume()``, an acquire that would wait throws `error` instead. Why: a stream whose
+    /// upload failed keeps its parts for a restart, so their buffers never come back by themselves,
+    /// and the writer waiting for one must be told, to restart the upload or fail.
+    public func interrupt(with error: NetdiskError) {
+        condition.lock()
+        interruption = error
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Waits are plain backpressure again (the upload restarted).
+    public func resume() {
+        condition.lock()
+        interruption = nil
+        condition.unlock()
     }
 
     /// Buffers handed out and not yet given back (in slots, uploading, or held for readers).
