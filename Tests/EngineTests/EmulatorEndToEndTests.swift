@@ -258,6 +258,29 @@ struct EmulatorEndToEndTests {
         await harness.stop()
     }
 
+    /// Parts kept for a restart must not outlive the stream: an unlink while a part is still on
+    /// the wire to a host that then fails gives every byte of the budget back (the part's late
+    /// failure once marked it as kept again, for a restart that would never come).
+    @Test(.timeLimit(.minutes(1))) func anAbortWhileAPartFailsOnItsHostGivesTheBudgetBack() async throws {
+        let harness = try await EmulatorHarness.start(faults: "superfile2:delay=400ms,superfile2:reset", retryPolicy: .none)
+        let budget = MemoryBudget(bytes: 64 << 20)
+        let session = FileWriteSession(api: harness.client, remotePath: "/apps/netdiskfs/dropped.bin", mode: .streaming,
+                                       options: harness.options(threads: 1), budget: budget, logger: testLogger)
+        let content = GeneratedContent(size: 2 * slice + 5, seed: 16)
+        var data = [UInt8]()
+        content.forEachChunk(1 << 20) { chunk, _ in data += chunk }
+        let bytes = data
+        try await onForeignThread { () throws(NetdiskError) in try writeAll(session, bytes, chunk: 1 << 20) }
+        for _ in 0..<100 where try await harness.stats()["calls"].flatMap({ ($0 as? [String: Int])?["superfile2"] }) ?? 0 == 0 {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        session.abort()   // part 0 is on the wire; each of its attempts ends in a reset 0.4 s later
+        for _ in 0..<400 where budget.inUse != 0 { try await Task.sleep(for: .milliseconds(25)) }
+        #expect(budget.inUse == 0, "\(budget.inUse) bytes of the budget never came back")
+        #expect(try await harness.files()["/apps/netdiskfs/dropped.bin"] == nil)
+        await harness.stop()
+    }
+
     @Test func abortLeavesNothing() async throws {
         let harness = try await EmulatorHarness.start()
         let session = FileWriteSession(api: harness.client, remotePath: "/apps/netdiskfs/aborted.bin", mode: .streaming,

@@ -629,6 +629,20 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
         #expect(weakBuffer == nil, "the buffer of a part that went back is still alive")
         withExtendedLifetime(sent) {}
     }
+
+    /// A part on the wire when the stream ends (unlink, abort) and whose upload then fails in a way
+    /// that ends only its uploadid must still go back: its late `.retry` once marked it kept, for a
+    /// restart that never comes, and its slice was lost to the budget for the mount's lifetime.
+    @Test func aPartAbandonedOnTheWireGoesBackWhateverItsOutcome() throws {
+        let sent = SentParts(slice: 4 << 20)
+        let returned = Counter()
+        let done = sent.add(partseq: 0, buffer: SectionBuffer(capacity: 16), length: 16, giveBack: { returned.add() })
+        sent.abandonAll()
+        #expect(returned.count == 0, "still on the wire: its bytes are in use")
+        done(.retry)
+        #expect(returned.count == 1, "an abandoned part that failed late never went back")
+        #expect(!sent.canResubmit(count: 1), "nothing abandoned is sent again")
+    }
 }
 
 /// A failed upload answers EIO, whatever its cause: a program retrying on EAGAIN must not spin.

@@ -20,6 +20,8 @@ extension FileWriteSession {
               let oldID = stream.opened?.uploadID, stream.restarts < Self.maxUploadRestarts else { return false }
         // Each part's fate must be known first: the failed pipeline's workers end (within their timeouts).
         _ = try? old.finish()
+        // Unlinked or aborted meanwhile: nothing is to go on.
+        if stream.pool.isCancelled { return false }
         guard stream.sent.canResubmit(count: stream.sentParts) else {
             logger.warning("\(remotePath): uploadid \(oldID) cannot go on (\(failure)), and parts it sent are no longer in memory")
             return false
@@ -39,7 +41,7 @@ extension FileWriteSession {
             logger.warning("\(remotePath): the fresh precreate failed too: \(error)")
             return false
         }
-        guard case .opened(let uploadID, _) = outcome else { return false }
+        guard case .opened(let uploadID, _) = outcome, !stream.pool.isCancelled else { return false }
         let opening = StreamOpening(answered: outcome)
         stream.opening = opening
         record(opening: opening)
@@ -50,8 +52,9 @@ extension FileWriteSession {
             do throws(NetdiskError) {
                 try pipeline.submit(PipelineJob(partseq: part.partseq, bytes: part.bytes, knownMD5: nil, release: part.release))
             } catch {
-                // Failed already: the submit kept the part, and the failure surfaces at the next step.
-                break
+                // Failed already: the submit released the part with its outcome (so every part is
+                // released once), and the failure surfaces at the next step.
+                continue
             }
         }
         return true

@@ -71,7 +71,10 @@ extension FileWriteSession {
         let pipeline = OrderedPipeline(threads: options.threads, name: "nd.stream", progress: counters,
                                        upload: { partseq, bytes, md5 throws(NetdiskError) in
                                            try uploader.upload(partseq: partseq, bytes: bytes, md5: md5) },
-                                       onFailure: { error in pool.interrupt(with: error) })
+                                       onFailure: { error in
+                                           // Other failures drop their parts, whose buffers come back.
+                                           if error.endsOnlyTheUploadID { pool.interrupt(with: error) }
+                                       })
         stream.pipeline = pipeline
         record(failure: nil, pipeline: pipeline)
         return pipeline

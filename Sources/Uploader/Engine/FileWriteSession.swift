@@ -116,8 +116,11 @@ public final class FileWriteSession: @unchecked Sendable {
     /// the session lock, which a writer blocked for memory may hold.
     public var failure: NetdiskError? {
         failureLock.lock(); defer { failureLock.unlock() }
-        // A part that failed for good fails the file, even before the next write notices.
-        return recordedFailure ?? streamingPipeline?.error ?? streamingOpening?.error
+        // A part that failed for good fails the file, even before the next write notices. A failure
+        // that ends only the uploadid is not final yet: the stream may restart under a fresh one
+        // (a refused restart is recorded when it is refused).
+        let pipelineError = streamingPipeline?.error.flatMap { $0.endsOnlyTheUploadID ? nil : $0 }
+        return recordedFailure ?? pipelineError ?? streamingOpening?.error
     }
 
     private let failureLock = NSLock()

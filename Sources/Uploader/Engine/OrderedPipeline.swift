@@ -167,10 +167,13 @@ final class OrderedPipeline: @unchecked Sendable {
                 condition.lock()
                 let first = failure == nil
                 if first { failure = error }
+                // The pipeline's failure decides, not this part's: after a cancel, or a failure that
+                // ends the file (a full quota), nothing will send the part again.
+                let outcome = Self.outcome(after: failure ?? error)
                 active -= 1
                 condition.broadcast()
                 condition.unlock()
-                job.release(Self.outcome(after: error))
+                job.release(outcome)
                 if first { onFailure?(error) }
             }
         }

@@ -32,6 +32,8 @@ final class SentParts: @unchecked Sendable {
         private var onWire = true
         /// Kept after an upload failure, for a restart under a fresh uploadid.
         private var kept = false
+        /// The stream ended: a part still on the wire is freed when it ends, whatever its outcome.
+        private var abandoned = false
         private var held: Bool
         private var alive = true
         private var giveBack: (@Sendable () -> Void)?
@@ -59,16 +61,16 @@ final class SentParts: @unchecked Sendable {
             finish {
                 onWire = false
                 uploaded = outcome == .acknowledged
-                kept = outcome == .retry
+                kept = outcome == .retry && !abandoned
             }
         }
         func letGo() { finish { held = false } }
-        func abandon() { finish { kept = false; held = false } }
+        func abandon() { finish { abandoned = true; kept = false; held = false } }
 
         /// Marks the part as on the wire again (a restart); false once its buffer went back.
         func resend() -> PartBytes? {
             lock.withLock {
-                guard alive, !onWire, let buffer else { return nil }
+                guard alive, !onWire, !abandoned, let buffer else { return nil }
                 uploaded = false
                 kept = false
                 onWire = true
@@ -77,7 +79,7 @@ final class SentParts: @unchecked Sendable {
         }
 
         /// Its bytes can go again: alive and not on the wire.
-        var canResend: Bool { lock.withLock { alive && !onWire } }
+        var canResend: Bool { lock.withLock { alive && !onWire && !abandoned } }
 
         private func finish(_ change: () -> Void) {
             let release = lock.withLock { () -> (@Sendable () -> Void)? in

@@ -121,6 +121,12 @@ public final class BufferPool: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// True once ``cancel()`` ran (an unlink, an abort, the end of the session).
+    public var isCancelled: Bool {
+        condition.lock(); defer { condition.unlock() }
+        return cancelled
+    }
+
     /// Waits are plain backpressure again (the upload restarted).
     public func resume() {
         condition.lock()
