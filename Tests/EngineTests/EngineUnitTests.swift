@@ -786,6 +786,24 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
         #expect(EngineOptions.uploadThreads(budget: 8 << 20, slice: 4 << 20) == 4)
     }
 
+    /// Streams of unknown size take the smallest slice whose 2048 parts hold the tier's largest file,
+    /// in steps of 4 MiB: SVIP's 12 MiB leaves the default budget five buffers where 16 MiB left four.
+    @Test func streamSlicesAreTheSmallestThatHoldTheTiersLargestFile() {
+        #expect(EngineOptions.smallestSlice(for: .normal) == 4 << 20)
+        #expect(EngineOptions.smallestSlice(for: .vip) == 8 << 20)
+        #expect(EngineOptions.smallestSlice(for: .svip) == 12 << 20)
+        for tier in AccountTier.allCases {
+            let slice = EngineOptions.smallestSlice(for: tier)
+            #expect(Int64(slice) * Int64(BaiduProtocol.maxParts) >= tier.maxFileSize, "\(tier)")
+            #expect(slice % (4 << 20) == 0 && slice <= tier.maxSliceSize, "\(tier)")
+        }
+        // Known sizes (put FILE): a 5 GiB file at SVIP still goes in 4 MiB parts, 17 GiB in 12 MiB.
+        #expect(EngineOptions.smallestSlice(for: .svip, holding: 5 << 30) == 4 << 20)
+        #expect(EngineOptions.smallestSlice(for: .svip, holding: 17 << 30) == 12 << 20)
+        #expect(EngineOptions.forTier(.svip, sliceSize: EngineOptions.smallestSlice(for: .svip)).effectiveMaxFileSize
+                == AccountTier.svip.maxFileSize, "the mount still takes SVIP's 20 GB files")
+    }
+
     /// Workers decided (`workerCount`, counted at once) and worker threads seen by name in /proc
     /// (a worker shows its name once it has been scheduled): after one part, 0.3 s later, after
     /// three, and 0.3 s later.

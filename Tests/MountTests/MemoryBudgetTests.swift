@@ -31,7 +31,7 @@ struct SharedMemoryBudgetTests {
         return (mine?["memory"] as? [String: Any] ?? [:]).compactMapValues { $0 as? Int }
     }
 
-    /// SVIP (16 MiB slices): a copy and a read at once stay within the budget, and the daemon's
+    /// SVIP (12 MiB slices): a copy and a read at once stay within the budget, and the daemon's
     /// resident memory grows by about the budget, not with the file (a 1 GiB copy once peaked at
     /// 1 GiB: finished parts were kept alive). `status` shows the budget's use and its peak.
     @Test func aCopyAndAReadAtOnceStayWithinTheBudget() async throws {

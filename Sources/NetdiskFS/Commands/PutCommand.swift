@@ -43,7 +43,7 @@ public struct PutCommand: AsyncParsableCommand {
     var threads: Int = 4
 
     @Option(name: .long, help: ArgumentHelp(
-        "Part size, e.g. 4M (default: the smallest whose 2048 parts hold the file, or for stdin the tier's largest file: 4 MiB normal, 8 MiB VIP, 16 MiB SVIP; at most the tier's slice size, 4/16/32 MiB). Baidu refuses multi-part files whose parts are under 4 MiB.",
+        "Part size, e.g. 4M (default: the smallest whose 2048 parts hold the file, or for stdin the tier's largest file: 4 MiB normal, 8 MiB VIP, 12 MiB SVIP, in steps of 4 MiB; at most the tier's slice size, 4/16/32 MiB). Baidu refuses multi-part files whose parts are under 4 MiB.",
         valueName: "size"))
     var chunkSize: ByteCount?
 
@@ -100,7 +100,7 @@ public struct PutCommand: AsyncParsableCommand {
         }
     }
 
-    /// The default: two 16 MiB SVIP parts (one filling, one uploading), eight at 4 MiB.
+    /// The default: two SVIP parts of 12 MiB (one filling, one uploading), eight at 4 MiB.
     static let defaultMaxMemory = 32 << 20
 
     /// `put`'s own budget: never less than one part, so the upload always makes progress.

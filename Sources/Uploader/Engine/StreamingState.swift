@@ -154,7 +154,7 @@ final class StreamingState: @unchecked Sendable {
             // Parts kept for readers are a convenience, never a reason to wait on memory the shared
             // budget lacks. The tail goes first (it returns as its uploads finish; the acquire below
             // waits for that), and the head once only it is left. Where the budget cannot afford
-            // the head beside 4 parts on the wire (SVIP's 16 MiB slices in 64 MiB), the head goes at
+            // the head beside 4 parts on the wire (SVIP's 12 MiB slices in 64 MiB), the head goes at
             // once: the tail comes back with every part sent, so "once only it is left" never came,
             // and the head kept SVIP at 2 parts in flight. Readers of sent bytes that are gone then
             // take the cached path.
