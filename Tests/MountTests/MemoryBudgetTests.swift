@@ -182,6 +182,31 @@ struct BlockedWriterTests {
         }
     }
 
+    /// An O_EXCL create asks the cloud (a listing under a second old), but while that listing is
+    /// slow to come, lookups in the directory answer from the one they had: the check once dropped
+    /// it, so a `stat` or `cat` of a neighbour waited out the whole round trip. (`ls` of that very
+    /// directory waits anyway: the kernel holds the directory's lock through a create.)
+    @Test func anExclusiveCreateOnASlowCloudHoldsNoLookup() async throws {
+        try await withMount { m in
+            try await shell("mkdir \(m.mounted("d")) && echo hi > \(m.mounted("d/x")) && ls \(m.mounted("d"))")
+            try await Task.sleep(for: .milliseconds(1200))   // older than the O_EXCL window, well within the TTL
+            try await shell("curl -sf -X POST --data 'list:delay=4s' \(m.emulator.baseURL)/__emulator/faults")
+            let create = "import os; os.close(os.open('\(m.mounted("d/new"))', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))"
+            async let exclusive = shell("timeout 20 python3 -c \"\(create)\"", check: false)
+            try await Task.sleep(for: .milliseconds(500))
+            for probe in ["stat \(m.mounted("d/x"))", "cat \(m.mounted("d/x"))"] {
+                let started = Date()
+                let result = try await shell("timeout 10 \(probe)", check: false)
+                let seconds = Date().timeIntervalSince(started)
+                #expect(result.status == 0 && seconds < 2, "\(probe): \(seconds) s, exit \(result.status)")
+                #expect(!probe.hasPrefix("cat") || result.stdout == "hi\n", "\(probe): \(result.stdout)")
+            }
+            #expect(try await exclusive.status == 0, "the O_EXCL create of a free name succeeds")
+            try await shell("curl -sf -X POST --data '' \(m.emulator.baseURL)/__emulator/faults")
+            #expect(try await shell("ls \(m.mounted("d"))").stdout == "new\nx\n")
+        }
+    }
+
     /// A refresh still running when its directory is moved away and made again must not bring the
     /// old contents back into the new directory when it lands.
     @Test func aLateRefreshDoesNotResurrectAMovedDirectory() async throws {

@@ -124,14 +124,44 @@ final class MetadataCache: Sendable {
                 throw error
             }
         }
-        invalidate(parent)
-        return try entry(at: path)
+        // Fetched anew for this check alone: the listing others read stays until the new one
+        // lands, so `ls` and `stat` of the directory do not wait on this round trip (dropping it
+        // made an `ls` beside `cp` wait out a frequency-control pause: 2 s in the chaos suite).
+        let name = RemotePath.split(path).name
+        let listing: Listing
+        do throws(NetdiskError) {
+            listing = merged(try listingFetchedNow(parent), directory: parent)
+        } catch {
+            if case .notFound = error { rememberMissing(path); return nil }
+            throw error
+        }
+        if let entry = listing.entries[name] { return entry }
+        rememberMissing(path)
+        return nil
+    }
+
+    /// A listing fetched from the cloud after this call began, stored when it lands. A fetch
+    /// already running began before: it still answers its own waiters, but is not stored.
+    private func listingFetchedNow(_ directory: String) throws(NetdiskError) -> Listing {
+        let fetch = state.withLock { state -> InflightFetch in
+            state.inflight[directory]?.discarded = true
+            let fetch = InflightFetch()
+            state.inflight[directory] = fetch
+            return fetch
+        }
+        refresh(directory, fetch)
+        return try fetch.result!.get()
     }
 
     /// The listing of a remote directory (cached, or fetched page by page), with the entries kept
     /// locally that the cloud does not have.
     func listing(of directory: String) throws(NetdiskError) -> Listing {
-        var listing = try cloudListing(of: directory)
+        merged(try cloudListing(of: directory), directory: directory)
+    }
+
+    /// A cloud listing with the entries kept locally added and the pending ones winning.
+    private func merged(_ cloud: Listing, directory: String) -> Listing {
+        var listing = cloud
         for entry in localEntries(directory) where listing.entries[entry.name] == nil {
             listing.entries[entry.name] = entry
         }
