@@ -738,6 +738,33 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
         pool.close()
         other.close()
     }
+
+    /// A writer waiting at its pool's limit wakes when one of its buffers goes back to a contended
+    /// budget: that memory is now the budget's, and the writer may take it. It slept until the
+    /// pool's next release, which never came when its other buffers were its own window.
+    @Test func aWriterAtThePoolsLimitWakesWhenABufferGoesToTheBudget() throws {
+        let budget = MemoryBudget(bytes: 3 << 20)
+        let pool = BufferPool(bufferSize: 1 << 20, limit: 2, budget: budget)
+        let other = BufferPool(bufferSize: 1 << 20, limit: 4, budget: budget)
+        guard case .buffer = try pool.tryAcquire(), case .buffer(let b) = try pool.tryAcquire(),
+              case .buffer = try other.tryAcquire(forceFirst: false) else {
+            Issue.record("three buffers fit the budget"); return
+        }
+        let woken = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            _ = try? pool.acquire(budgetWait: nil)   // at the pool's limit: waits
+            woken.signal()
+        }
+        Thread.sleep(forTimeInterval: 0.1)
+        guard case .budgetExhausted = try other.tryAcquire(forceFirst: false) else { Issue.record("the budget is full"); return }
+        pool.release(b)   // contended: back to the budget, not to the pool's free list
+        #expect(budget.inUse == 2 << 20)
+        let wasWoken = woken.wait(timeout: .now() + 3) == .success
+        #expect(wasWoken, "the writer at the pool's limit was never woken")
+        pool.cancel()     // lets a writer that was never woken go
+        if !wasWoken { woken.wait() }
+        other.close()
+    }
 }
 
 /// Threads carry their names from their first instruction: Foundation's `Thread.name` set before

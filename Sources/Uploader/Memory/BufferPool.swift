@@ -174,6 +174,10 @@ public final class BufferPool: @unchecked Sendable {
         condition.lock()
         if cancelled || allocated > limit || (allocated > 1 && budget.isContended(apartFrom: ObjectIdentifier(self))) {
             allocated -= 1
+            // A writer waiting at the pool's limit may now take a buffer from the budget: without
+            // this it slept until its own next release, which a file whose other buffers are its
+            // window and its kept parts never makes (only that writer could free them).
+            condition.signal()
             condition.unlock()
             budget.release(bufferSize)
             return
