@@ -153,6 +153,36 @@ struct EmulatorEndToEndTests {
         await harness.stop()
     }
 
+    /// fsync reports that failure before close: the uploadid ended and acknowledged parts were let
+    /// go, so no restart can save the file. `failure` once kept quiet about any failure that ends
+    /// only the uploadid, and a program that checks fsync but not close lost the file unwarned.
+    @Test(.timeLimit(.minutes(2))) func aStreamThatCannotRestartReportsItsFailureBeforeClose() async throws {
+        // The ninth part's answer, the expiry, comes 2 s late: by then the program has written every
+        // byte (16 workers, so the pool holds all 14 slices), and the parts answered before it are
+        // acknowledged and let go (past the head and the tail). Only fsync, or close, can tell it.
+        let harness = try await EmulatorHarness.start(faults: "superfile2:delay=2s:n=9,superfile2:expire-upload:n=9")
+        let session = FileWriteSession(api: harness.client, remotePath: "/apps/netdiskfs/doomed.bin", mode: .streaming,
+                                       options: harness.options(threads: 16), budget: MemoryBudget(bytes: 256 << 20), logger: testLogger)
+        let content = GeneratedContent(size: 14 * slice, seed: 17)
+        var data = [UInt8]()
+        content.forEachChunk(1 << 20) { chunk, _ in data += chunk }
+        let bytes = data
+        try await onForeignThread { () throws(NetdiskError) in try writeAll(session, bytes, chunk: 1 << 20) }
+        // Polls end early; the bound is for a loaded machine, where the emulator's delay (on the
+        // cooperative pool, which other tests starve) took many times its 2 s.
+        var failure = session.failure
+        for _ in 0..<1200 where failure == nil {
+            try await Task.sleep(for: .milliseconds(50))
+            failure = session.failure
+        }
+        #expect(failure == .uploadExpired || failure == .unknownUploadID, "fsync before close saw \(String(describing: failure))")
+        await #expect(throws: NetdiskError.self) {
+            try await onForeignThread { () throws(NetdiskError) -> RemoteEntry in try session.finish() }
+        }
+        #expect(try await harness.files()["/apps/netdiskfs/doomed.bin"] == nil)
+        await harness.stop()
+    }
+
     /// A stream's part that gives up on its host (every attempt cut off, as when an upload host
     /// restarted and its port is gone) goes on under a fresh uploadid on a freshly located host
     /// (chaos `emulator-restart`: the streamed file got EIO).

@@ -31,6 +31,25 @@ import Testing
         #expect(api.partsReceived == 10)
     }
 
+    /// Parts that filled while the precreate ran go when it answers, with no further write: a
+    /// writer that paused (or has written everything and not yet closed) left them in memory until
+    /// its next write or its close.
+    @Test(.timeLimit(.minutes(1))) func partsThatWaitedForThePrecreateGoWhenItAnswers() async throws {
+        let api = FakeNetdisk()
+        api.setFaults { $0.streamingPrecreateDelay = 0.5 }
+        let session = FileWriteSession(api: api, remotePath: "/paused", mode: .streaming, options: testOptions(threads: 3, window: 2),
+                                       budget: MemoryBudget(bytes: 64 * testSlice), logger: testLogger)
+        let data = SplitMix.bytes(3 * testSlice + 7, seed: 34)
+        try await onForeignThread { () throws(NetdiskError) in try writeAll(session, data) }
+        #expect(api.partsReceived == 0, "the precreate is still running")
+        // The writer pauses: no write, no close. Polls end early; the bound is for CI.
+        for _ in 0..<300 where api.partsReceived < 3 { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(api.partsReceived == 3, "the three full parts went once the precreate answered")
+        _ = try await onForeignThread { () throws(NetdiskError) -> RemoteEntry in try session.finish() }
+        #expect(api.content("/paused") == data)
+        #expect(api.partsReceived == 4)
+    }
+
     /// A file that fills its first part and is closed while the precreate runs still streams:
     /// the commit waits for the precreate instead of uploading the window afresh.
     @Test(.timeLimit(.minutes(1))) func aCloseDuringThePrecreateWaitsForIt() async throws {

@@ -34,6 +34,19 @@ extension FileWriteSession {
 
     enum OpeningState { case pending, refused, open }
 
+    /// The precreate answered: the full parts that waited for it go now, not at the next write or
+    /// the close. Why: a writer that paused, or wrote everything and has yet to close, left them in
+    /// memory (a burst of 56 MiB waited 60 s for its close under load), and fsync could not report
+    /// an upload that never started. Runs on the precreate's thread; it waits for the session lock
+    /// like any write, and a writer holding it sends them itself at its next step.
+    func sendPartsWaitingOnTheOpening() {
+        lock.lock(); defer { lock.unlock() }
+        guard case .streaming(let stream) = state, stream.pipeline == nil, stream.opening != nil else { return }
+        // A refusal, or a failure to submit, surfaces at the next write or the close, which take
+        // the cached path or restart the upload: nothing is lost by leaving it to them.
+        _ = try? advance(stream)
+    }
+
     /// Where this stream's upload stands: its precreate is started on first asking, and once it
     /// answers, the pipeline is built. `.refused`: this file must take another path (the account
     /// streams no way, or keeps refusing); nothing of it is lost, since nothing was sent.
@@ -45,9 +58,9 @@ extension FileWriteSession {
         } else {
             let api = self.api, path = stagingPath, provisional = Int64(stream.slice)
             let streaming = options.streaming, logger = self.logger
-            opening = StreamOpening { () throws(NetdiskError) -> StreamOpening.Outcome in
+            opening = StreamOpening({ () throws(NetdiskError) -> StreamOpening.Outcome in
                 try Self.precreate(api: api, path: path, provisionalSize: provisional, streaming: streaming, logger: logger)
-            }
+            }, onAnswer: { [weak self] in self?.sendPartsWaitingOnTheOpening() })
             stream.opening = opening
             record(opening: opening)
         }
@@ -76,7 +89,7 @@ extension FileWriteSession {
                                            if error.endsOnlyTheUploadID { pool.interrupt(with: error) }
                                        })
         stream.pipeline = pipeline
-        record(failure: nil, pipeline: pipeline)
+        record(failure: nil, pipeline: pipeline, sent: stream.sent, restarts: stream.restarts)
         return pipeline
     }
 

@@ -117,22 +117,30 @@ public final class FileWriteSession: @unchecked Sendable {
     public var failure: NetdiskError? {
         failureLock.lock(); defer { failureLock.unlock() }
         // A part that failed for good fails the file, even before the next write notices. A failure
-        // that ends only the uploadid is not final yet: the stream may restart under a fresh one
-        // (a refused restart is recorded when it is refused).
-        let pipelineError = streamingPipeline?.error.flatMap { $0.endsOnlyTheUploadID ? nil : $0 }
+        // that ends only the uploadid is final too unless the stream can still restart under a
+        // fresh one: every part it sent still in memory, and a restart left. (fsync before close
+        // once said nothing of a stream whose acknowledged parts were already let go.)
+        let pipelineError = streamingPipeline?.error.flatMap { error in
+            error.endsOnlyTheUploadID && streamingParts?.holdsEverySentPart == true
+                && restartsTaken < Self.maxUploadRestarts ? nil : error
+        }
         return recordedFailure ?? pipelineError ?? streamingOpening?.error
     }
 
     private let failureLock = NSLock()
     private var recordedFailure: NetdiskError?
     private var streamingPipeline: OrderedPipeline?
+    private var streamingParts: SentParts?
+    private var restartsTaken = 0
     private var streamingOpening: StreamOpening?
 
     /// Records what ``failure`` reports; called with the session lock held.
-    func record(failure error: NetdiskError?, pipeline: OrderedPipeline? = nil) {
+    func record(failure error: NetdiskError?, pipeline: OrderedPipeline? = nil, sent: SentParts? = nil, restarts: Int? = nil) {
         failureLock.lock(); defer { failureLock.unlock() }
         if let error { recordedFailure = error }
         if let pipeline { streamingPipeline = pipeline }
+        if let sent { streamingParts = sent }
+        if let restarts { restartsTaken = restarts }
     }
 
     /// Records the precreate running for this stream, whose error ``failure`` reports too.

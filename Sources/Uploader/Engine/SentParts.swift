@@ -22,7 +22,7 @@ final class SentParts: @unchecked Sendable {
     private final class Part: @unchecked Sendable {
         /// Both dropped the moment the part goes back: a dead part stays in `parts` until the next
         /// `add`, and holding its buffer (here or in `giveBack`'s capture) kept one slice more than
-        /// the budget resident while the writer filled the next one (16 MiB at SVIP).
+        /// the budget resident while the writer filled the next one (a whole slice: 16 MiB at SVIP then).
         private var buffer: SectionBuffer?
         let length: Int
         private let lock = NSLock()
@@ -94,8 +94,17 @@ final class SentParts: @unchecked Sendable {
         }
     }
 
+    /// Set once any part went back. Read without the session lock (fsync asks it).
+    private final class GoneFlag: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value = false
+        func set() { lock.withLock { value = true } }
+        var isSet: Bool { lock.withLock { value } }
+    }
+
     let headParts: Int
     let tailParts: Int
+    private let gone = GoneFlag()
     private var parts: [Int: Part] = [:]
     /// Partseqs held for the tail, oldest first.
     private var tail: [Int] = []
@@ -133,7 +142,8 @@ final class SentParts: @unchecked Sendable {
              giveBack: @escaping @Sendable () -> Void) -> @Sendable (PartOutcome) -> Void {
         parts = parts.filter { $0.value.isAlive }
         let held = keeping
-        let part = Part(buffer: buffer, length: length, held: held, giveBack: giveBack)
+        let gone = self.gone
+        let part = Part(buffer: buffer, length: length, held: held, giveBack: { gone.set(); giveBack() })
         parts[partseq] = part
         if held && partseq >= headParts {
             tail.append(partseq)
@@ -141,6 +151,10 @@ final class SentParts: @unchecked Sendable {
         }
         return { part.uploadEnded($0) }
     }
+
+    /// No part sent so far has gone back, so a fresh uploadid could still be given every one
+    /// (acknowledged parts go back once past the head and the tail). Safe without the session lock.
+    var holdsEverySentPart: Bool { !gone.isSet }
 
     /// Every part below `count` can go again (see ``resubmit(count:)``): none is gone or still on
     /// the wire. Asked once the failed pipeline's workers have all ended.

@@ -19,8 +19,8 @@ final class StreamOpening: @unchecked Sendable {
     private var result: Result<Outcome, NetdiskError>?
 
     /// Starts `work` at once on a dedicated thread (it may block on the network, within the
-    /// client's own timeouts).
-    init(_ work: @escaping @Sendable () throws(NetdiskError) -> Outcome) {
+    /// client's own timeouts); `onAnswer` runs on that thread once the outcome is known.
+    init(_ work: @escaping @Sendable () throws(NetdiskError) -> Outcome, onAnswer: (@Sendable () -> Void)? = nil) {
         NamedThread.start("nd.precreate", stackSize: 1 << 20) { [self] in
             let ended: Result<Outcome, NetdiskError>
             do throws(NetdiskError) { ended = .success(try work()) } catch { ended = .failure(error) }
@@ -28,6 +28,7 @@ final class StreamOpening: @unchecked Sendable {
             result = ended
             condition.broadcast()
             condition.unlock()
+            onAnswer?()
         }
     }
 
