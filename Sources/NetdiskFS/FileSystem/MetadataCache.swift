@@ -87,15 +87,21 @@ final class MetadataCache: Sendable {
             return false
         }
         if negative { return nil }
-        let (parent, name) = RemotePath.split(path)
+        let parent = RemotePath.split(path).parent
+        return try lookUp(path) { () throws(NetdiskError) in try listing(of: parent) }
+    }
+
+    /// The entry at `path` in the listing of its directory that `read` gives; a miss, or a
+    /// directory that is gone, is remembered (the negative cache).
+    private func lookUp(_ path: String, in read: () throws(NetdiskError) -> Listing) throws(NetdiskError) -> RemoteEntry? {
         let listing: Listing
         do throws(NetdiskError) {
-            listing = try self.listing(of: parent)
+            listing = try read()
         } catch {
             if case .notFound = error { rememberMissing(path); return nil }
             throw error
         }
-        if let entry = listing.entries[name] { return entry }
+        if let entry = listing.entries[RemotePath.split(path).name] { return entry }
         rememberMissing(path)
         return nil
     }
@@ -125,19 +131,9 @@ final class MetadataCache: Sendable {
             }
         }
         // Fetched anew for this check alone: the listing others read stays until the new one
-        // lands, so `ls` and `stat` of the directory do not wait on this round trip (dropping it
-        // made an `ls` beside `cp` wait out a frequency-control pause: 2 s in the chaos suite).
-        let name = RemotePath.split(path).name
-        let listing: Listing
-        do throws(NetdiskError) {
-            listing = merged(try listingFetchedNow(parent), directory: parent)
-        } catch {
-            if case .notFound = error { rememberMissing(path); return nil }
-            throw error
-        }
-        if let entry = listing.entries[name] { return entry }
-        rememberMissing(path)
-        return nil
+        // lands, so lookups of its neighbours do not wait on this round trip (dropping it made a
+        // `stat` beside a `cp` wait out a slow list or a frequency-control pause).
+        return try lookUp(path) { () throws(NetdiskError) in merged(try listingFetchedNow(parent), directory: parent) }
     }
 
     /// A listing fetched from the cloud after this call began, stored when it lands. A fetch

@@ -183,7 +183,7 @@ final class OrderedPipeline: @unchecked Sendable {
 /// A part's MD5, computed at most once, on the worker, when first asked for.
 ///
 /// Why lazily: ``PartUploader`` asks for it while the part is on the wire, so hashing (22 ms for
-/// SVIP's 16 MiB slice) overlaps the round trip instead of adding to the time each part holds its
+/// a 16 MiB slice) overlaps the round trip instead of adding to the time each part holds its
 /// buffer, and at 100 ms per call that time is what bounds a stream's throughput. Not shared
 /// between threads: only the worker that owns the part uses it.
 final class PartMD5 {
