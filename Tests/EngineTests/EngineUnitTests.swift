@@ -474,9 +474,10 @@ func writeAll(_ session: FileWriteSession, _ data: [UInt8], from: Int = 0, chunk
 /// A one-way gate threads can wait on.
 final class Gate: @unchecked Sendable {
     private let condition = NSCondition()
-    private var isOpen = false
-    func open() { condition.lock(); isOpen = true; condition.broadcast(); condition.unlock() }
-    func wait() { condition.lock(); while !isOpen { condition.wait() }; condition.unlock() }
+    private var opened = false
+    func open() { condition.lock(); opened = true; condition.broadcast(); condition.unlock() }
+    var isOpen: Bool { condition.lock(); defer { condition.unlock() }; return opened }
+    func wait() { condition.lock(); while !opened { condition.wait() }; condition.unlock() }
 }
 
 /// Holds every part upload until the gate opens: uploads "in flight" forever.
@@ -865,5 +866,28 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
             _ = try pipeline.finish()
         }
         return seen
+    }
+}
+
+/// A removal stays hidden from listings until one asked for after it says the file is gone: a slow
+/// refresh that began before the file was even made lacked it, and dropping the hide on its word let
+/// the next listing, lagging behind the delete, show the removed file again (found by review).
+@Suite struct MetadataCacheHideTests {
+    @Test(.timeLimit(.minutes(1))) func aListingOlderThanARemovalDoesNotUnhideIt() async throws {
+        let api = FakeNetdisk()
+        let slow = Gate()
+        let x = RemoteEntry(fsID: 77, path: "/d/x", name: "x", size: 1, isDirectory: false)
+        api.setFaults { $0.listScript = [(slow, []), (nil, [x])] }
+        let cache = MetadataCache(api: api, ttl: .milliseconds(1))
+        // A refresh of /d starts on a slow cloud; meanwhile x is made and removed.
+        async let first = onForeignThread { () throws(NetdiskError) in try cache.listing(of: "/d").entries.count }
+        try await Task.sleep(for: .milliseconds(200))
+        cache.didCreate(x)
+        cache.didRemove("/d/x")
+        slow.open()
+        #expect(try await first == 0)
+        try await Task.sleep(for: .milliseconds(10))   // past the TTL: the next look asks the cloud again
+        let later = try await onForeignThread { () throws(NetdiskError) in try cache.listing(of: "/d").entries.keys.sorted() }
+        #expect(later.isEmpty, "a removed file came back: \(later)")
     }
 }

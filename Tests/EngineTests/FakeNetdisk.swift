@@ -18,6 +18,9 @@ final class FakeNetdisk: NetdiskAPI, @unchecked Sendable {
         var streamingPrecreateError: NetdiskError?
         /// Fail the part upload fatally (404-like) after this many parts: simulates a crash for resume tests.
         var crashAfterParts: Int?
+        /// Answers of the next list calls, in order: each waits for its gate (if any), then answers
+        /// exactly these entries (a slow or lagging cloud). Empty: the files as they are.
+        var listScript: [(gate: Gate?, entries: [RemoteEntry])] = []
     }
 
     private let lock = NSLock()
@@ -51,7 +54,11 @@ final class FakeNetdisk: NetdiskAPI, @unchecked Sendable {
     func accountInfo() async throws(NetdiskError) -> AccountInfo { AccountInfo(name: "fake", uk: 1, tier: .normal) }
     func quota() async throws(NetdiskError) -> Quota { Quota(total: 1 << 40, used: 0) }
     func list(directory: String, start: Int, limit: Int) async throws(NetdiskError) -> [RemoteEntry] {
-        withLock { entries.values.filter { ($0.path as NSString).deletingLastPathComponent == directory } }
+        if let scripted = withLock({ faults.listScript.isEmpty ? nil : faults.listScript.removeFirst() }) {
+            while scripted.gate?.isOpen == false { try? await Task.sleep(for: .milliseconds(10)) }
+            return scripted.entries
+        }
+        return withLock { entries.values.filter { ($0.path as NSString).deletingLastPathComponent == directory } }
     }
     func downloadLinks(fsIDs: [UInt64]) async throws(NetdiskError) -> [UInt64: String] {
         withLock {

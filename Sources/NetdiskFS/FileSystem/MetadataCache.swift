@@ -24,7 +24,8 @@ final class MetadataCache: Sendable {
         var listings: [String: Listing] = [:]
         var negative: [String: ContinuousClock.Instant] = [:]
         var pinned: [String: (entry: RemoteEntry, until: ContinuousClock.Instant)] = [:]
-        var hidden: [String: ContinuousClock.Instant] = [:]
+        /// Paths we removed: when, and until when they stay hidden whatever a listing says.
+        var hidden: [String: (since: ContinuousClock.Instant, until: ContinuousClock.Instant)] = [:]
         var inflight: [String: InflightFetch] = [:]
         /// Refreshes running on their own threads (capped: see ``maxBackgroundRefreshes``).
         var backgroundRefreshes = 0
@@ -263,10 +264,16 @@ final class MetadataCache: Sendable {
             if listing.entries[name]?.fsID == pin.entry.fsID && pin.entry.fsID != 0 { state.pinned[path] = nil; continue }
             listing.entries[name] = pin.entry
         }
-        for (path, until) in state.hidden where RemotePath.split(path).parent == directory {
-            if until < now { state.hidden[path] = nil; continue }
+        for (path, hide) in state.hidden where RemotePath.split(path).parent == directory {
+            if hide.until < now { state.hidden[path] = nil; continue }
             let name = RemotePath.split(path).name
-            if listing.entries[name] == nil { state.hidden[path] = nil; continue }
+            // Only a listing asked for after the removal vouches that the cloud shows it gone: one
+            // that began before (a slow refresh) lacked the name perhaps only because the file was
+            // not made yet, and dropping the hide on its word let a lagging listing bring it back.
+            if listing.entries[name] == nil {
+                if listing.fetchedAt > hide.since { state.hidden[path] = nil }
+                continue
+            }
             listing.entries[name] = nil
         }
     }
@@ -304,7 +311,7 @@ final class MetadataCache: Sendable {
         state.withLock { state in
             let (parent, name) = RemotePath.split(path)
             state.pinned = state.pinned.filter { !Self.isSelfOrDescendant($0.key, of: path) }
-            state.hidden[path] = until
+            state.hidden[path] = (clock.now, until)
             state.listings[parent]?.entries[name] = nil
             state.listings = state.listings.filter { !Self.isSelfOrDescendant($0.key, of: path) }
             state.discardFetches(under: path)
