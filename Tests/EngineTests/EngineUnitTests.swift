@@ -891,3 +891,26 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
         #expect(later.isEmpty, "a removed file came back: \(later)")
     }
 }
+
+/// A long stream reuses the chunks its reader is done with: mapping and unmapping 1 MiB per MiB
+/// read had the kernel zero every page afresh, 42% of the mount's CPU in a 4 GiB `cat`.
+@Suite struct DownloadStreamChunkTests {
+    @Test func aLongStreamMapsABoundedNumberOfChunks() {
+        let budget = MemoryBudget(bytes: 64 << 20)
+        let size = 64 << 20
+        let stream = DownloadStream(start: 0, end: Int64(size), budget: budget, ahead: 8 << 20, behind: 4 << 20)
+        let piece = [UInt8](repeating: 7, count: 256 << 10)
+        var read = [UInt8](repeating: 0, count: 256 << 10)
+        var offset = 0
+        while offset < size {
+            let answer = piece.withUnsafeBytes { stream.write($0) }
+            #expect(answer == .accepted, "the reader keeps up: no pause")
+            let got = read.withUnsafeMutableBytes { stream.read(into: $0, at: Int64(offset)) }
+            #expect(got == piece.count)
+            offset += piece.count
+        }
+        #expect(stream.chunksMapped <= 14, "64 MiB streamed through \(stream.chunksMapped) fresh chunks")
+        stream.close()
+        #expect(budget.inUse == 0, "every chunk, spares included, went back to the budget")
+    }
+}
