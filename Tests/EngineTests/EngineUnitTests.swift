@@ -695,7 +695,7 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
 
     @Test func finishedPartsAreNotHeldByThePipeline() throws {
         let pipeline = OrderedPipeline(threads: 2, name: "retention-test", progress: ProgressCounters(mode: .streaming),
-                                       upload: { _, _, _ throws(NetdiskError) in })
+                                       upload: { _, _, _, _ throws(NetdiskError) in })
         let bytes = [UInt8](repeating: 1, count: 64)
         var canaries: [Weak] = []
         try bytes.withUnsafeBytes { raw in
@@ -838,7 +838,7 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
     static func watchLazyStart() throws -> [(decided: Int, named: Int)] {
         let gate = DispatchSemaphore(value: 0)
         let pipeline = OrderedPipeline(threads: 8, name: "lazyw", progress: ProgressCounters(mode: .streaming),
-                                       upload: { _, _, _ throws(NetdiskError) in gate.wait() })
+                                       upload: { _, _, _, _ throws(NetdiskError) in gate.wait() })
         let bytes = [UInt8](repeating: 1, count: 64)
         var seen: [(decided: Int, named: Int)] = []
         try bytes.withUnsafeBytes { raw in

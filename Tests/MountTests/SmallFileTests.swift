@@ -70,14 +70,15 @@ struct SmallFileTests {
         do {
             try await m.mount(["--writeback"])
             try await Self.makeTree(m, "t", files: 30)
-            // Parts crawl: the queue is full when the daemon dies.
-            try await Self.setFaults(m, "superfile2:delay=2000ms")
+            // Parts crawl: the queue is full when the daemon dies. (At 2 s a part, a loaded machine's
+            // slow tar and rename let 23 of the 30 files through first.)
+            try await Self.setFaults(m, "superfile2:delay=4000ms")
             let watcher = CloudWatcher(m)
             watcher.start()
             let started = Date()
             try await shell("tar xf \(m.local("t")).tar -C \(m.mounted(""))")
             let closeTime = Date().timeIntervalSince(started)
-            // Waiting for each upload would take 30 × 2 s; for 4 uploaders to drain the queue, 15 s.
+            // Waiting for each upload would take 30 × 4 s; for 4 uploaders to drain the queue, 30 s.
             // Spooling costs two fsyncs per file, slow on a busy disk: 30 s tells the two apart.
             #expect(closeTime < 30, "close() did not wait for 30 uploads of 2 s each: \(closeTime) s")
             // Renamed and deleted while queued (a rename of a file whose upload is in flight waits for it).

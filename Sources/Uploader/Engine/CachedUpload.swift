@@ -209,8 +209,8 @@ public struct CachedUpload: Sendable {
         let journal = self.journal
         let pipeline = OrderedPipeline(threads: min(options.threads, parts.count), name: "nd.cached",
                                        progress: progress,
-                                       upload: { partseq, bytes, md5 throws(NetdiskError) in
-                                           try uploader.upload(partseq: partseq, bytes: bytes, md5: md5) },
+                                       upload: { partseq, bytes, md5, stopped throws(NetdiskError) in
+                                           try uploader.upload(partseq: partseq, bytes: bytes, md5: md5, stopped: stopped) },
                                        onPartDone: { partseq, md5 in
                                            if let record { journal?.markDone(record: record, partseq: partseq, md5: md5) } })
         do throws(NetdiskError) {

@@ -82,8 +82,8 @@ extension FileWriteSession {
                                     baseDelay: options.retryBaseDelay, progress: counters, logger: logger)
         let pool = stream.pool
         let pipeline = OrderedPipeline(threads: options.threads, name: "nd.stream", progress: counters,
-                                       upload: { partseq, bytes, md5 throws(NetdiskError) in
-                                           try uploader.upload(partseq: partseq, bytes: bytes, md5: md5) },
+                                       upload: { partseq, bytes, md5, stopped throws(NetdiskError) in
+                                           try uploader.upload(partseq: partseq, bytes: bytes, md5: md5, stopped: stopped) },
                                        onFailure: { error in
                                            // Other failures drop their parts, whose buffers come back.
                                            if error.endsOnlyTheUploadID { pool.interrupt(with: error) }

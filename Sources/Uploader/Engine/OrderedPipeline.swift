@@ -29,7 +29,9 @@ struct PipelineJob: Sendable {
 /// `release` always runs.
 /// The first fatal error cancels everything queued and is what `submit`/`finish` throw.
 final class OrderedPipeline: @unchecked Sendable {
-    typealias Upload = @Sendable (_ partseq: Int, _ bytes: PartBytes, _ md5: PartMD5) throws(NetdiskError) -> Void
+    /// `stopped` turns true once the pipeline failed or was cancelled: a part between attempts gives up then.
+    typealias Upload = @Sendable (_ partseq: Int, _ bytes: PartBytes, _ md5: PartMD5,
+                                  _ stopped: @Sendable () -> Bool) throws(NetdiskError) -> Void
 
     private let condition = NSCondition()
     /// Taken jobs are set to nil at once: a job holds its part's buffer (through `release`), and a
@@ -156,7 +158,7 @@ final class OrderedPipeline: @unchecked Sendable {
         while let job = nextJob() {
             let md5 = PartMD5(known: job.knownMD5, bytes: job.bytes, progress: progress)
             do throws(NetdiskError) {
-                try upload(job.partseq, job.bytes, md5)
+                try upload(job.partseq, job.bytes, md5, { [self] in error != nil })
                 onPartDone?(job.partseq, md5.value)
                 condition.lock()
                 md5s[job.partseq] = md5.value
@@ -221,10 +223,18 @@ struct PartUploader: Sendable {
 
     /// The part's MD5 is computed (if not known) while its first attempt is on the wire: the
     /// server's answer is compared with it only once the answer is in.
-    func upload(partseq: Int, bytes: PartBytes, md5: PartMD5) throws(NetdiskError) {
+    ///
+    /// Between attempts it asks `stopped`: once its pipeline failed or was cancelled (an unlink, or
+    /// another part that ended the uploadid), nobody will commit what a further attempt sends.
+    func upload(partseq: Int, bytes: PartBytes, md5: PartMD5,
+                stopped: @Sendable () -> Bool = { false }) throws(NetdiskError) {
         var lastError = NetdiskError.transport("no attempt made")
         for attempt in 1...attempts {
-            if attempt > 1 { sleepSeconds(baseDelay * Double(1 << min(attempt - 2, 6))) }
+            if attempt > 1 {
+                if stopped() { break }
+                sleepSeconds(baseDelay * Double(1 << min(attempt - 2, 6)))
+                if stopped() { break }
+            }
             progress.addSent(Int64(bytes.count))
             let api = self.api, path = self.path, uploadID = self.uploadID
             do throws(NetdiskError) {
