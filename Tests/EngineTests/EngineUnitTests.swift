@@ -914,3 +914,77 @@ final class GatedNetdisk: NetdiskAPI, @unchecked Sendable {
         #expect(budget.inUse == 0, "every chunk, spares included, went back to the budget")
     }
 }
+
+@Suite struct UploadPaceTests {
+    let slice = 12 << 20
+
+    /// Acknowledges `count` parts, one every `interval` seconds from `start`.
+    func acknowledge(_ pace: UploadPace, count: Int, every interval: Double, from start: ContinuousClock.Instant = .now) {
+        for i in 0..<count {
+            pace.acknowledged(bytes: slice, now: start + .milliseconds(Int(Double(i) * interval * 1000)))
+        }
+    }
+
+    @Test func beforeThePrecreateAnswersEveryThreadMaySend() {
+        let pace = UploadPace(slice: slice, maximum: 8)
+        #expect(pace.partsInFlight == 8)
+    }
+
+    /// A near cloud: the part sending, one awaiting its answer, one for jitter, however fast the link.
+    @Test func aNearCloudNeedsThreeParts() {
+        let pace = UploadPace(slice: slice, maximum: 8)
+        pace.precreateAnswered(after: 0.004)
+        #expect(pace.partsInFlight == 3, "at the assumed 1 GB/s")
+        acknowledge(pace, count: 16, every: 0.04)   // 315 MB/s
+        #expect(pace.partsInFlight == 3)
+    }
+
+    /// 100 ms per call at 315 MB/s: 2.5 slices of 12 MiB are on their way back at any time.
+    @Test func aFarCloudNeedsItsBandwidthDelayProduct() {
+        let pace = UploadPace(slice: slice, maximum: 16)
+        pace.precreateAnswered(after: 0.1)
+        #expect(pace.partsInFlight == 10, "at the assumed 1 GB/s: 2 + ⌈7.9⌉")
+        acknowledge(pace, count: 16, every: 0.04)
+        #expect(pace.partsInFlight == 5, "2 + ⌈315 MB/s × 0.1 s / 12.6 MB⌉")
+        #expect(UploadPace(slice: slice, maximum: 4).partsInFlight == 4, "never past the threads")
+    }
+
+    /// Too few parts in flight deliver too little: the answer is still more parts than now.
+    @Test func aStarvedLinkAsksForMoreThanItHas() {
+        let pace = UploadPace(slice: slice, maximum: 16)
+        pace.precreateAnswered(after: 0.1)
+        // Three parts on the wire, each answered 0.14 s after it went: one answer every 47 ms.
+        acknowledge(pace, count: 16, every: 0.14 / 3)
+        #expect(pace.partsInFlight > 3)
+    }
+}
+
+@Suite struct BufferPoolLimitTests {
+    /// A lowered limit gives idle buffers back at once and the others as they return; a raised one
+    /// lets the pool grow again.
+    @Test func aLoweredLimitGivesBuffersBack() throws {
+        let budget = MemoryBudget(bytes: 64 << 20)
+        let pool = BufferPool(bufferSize: 1 << 20, limit: 6, budget: budget)
+        let held = try (0..<6).map { _ throws(NetdiskError) in try pool.acquire() }
+        pool.release(held[0])
+        #expect(budget.inUse == 6 << 20, "an idle buffer stays with its pool")
+        pool.setLimit(3)
+        #expect(budget.inUse == 5 << 20, "the idle one goes back at once")
+        for buffer in held[1...3] { pool.release(buffer) }
+        #expect(budget.inUse == 3 << 20, "over the limit, returning buffers go back to the budget (the third stays idle)")
+        guard case .buffer = try pool.tryAcquire() else {
+            Issue.record("the idle buffer is handed out again")
+            return
+        }
+        guard case .poolExhausted = try pool.tryAcquire() else {
+            Issue.record("three out: the pool is at its limit")
+            return
+        }
+        pool.setLimit(4)
+        guard case .buffer = try pool.tryAcquire() else {
+            Issue.record("a raised limit lets the pool take from the budget again")
+            return
+        }
+        #expect(budget.inUse == 4 << 20)
+    }
+}
