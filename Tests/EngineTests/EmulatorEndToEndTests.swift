@@ -325,47 +325,6 @@ struct EmulatorEndToEndTests {
         await harness.stop()
     }
 
-    /// A stream holds the parts its round trip needs, not all its threads and the budget allow:
-    /// with a near cloud, three parts on the wire, the one filling and the head (it held all 12
-    /// it could, 384 MiB at SVIP, however little they bought); at 1 s per call, all its threads.
-    @Test(.timeLimit(.minutes(2))) func aStreamHoldsWhatItsRoundTripNeeds() async throws {
-        func peakSlices(faults: String) async throws -> (peak: Int, roundTrip: Double) {
-            let harness = try await EmulatorHarness.start(faults: faults, vipType: 2)
-            let options = harness.options(threads: 8)
-            let big = options.sliceSize
-            let budget = MemoryBudget(bytes: 1 << 30)
-            let session = FileWriteSession(api: harness.client, remotePath: "/apps/netdiskfs/paced.bin", mode: .streaming,
-                                           options: options, budget: budget, logger: testLogger)
-            let content = GeneratedContent(size: 12 * big, seed: 18)
-            // Generated first: a writer copying from memory, like `cp` from the page cache, runs
-            // ahead of its uploads (generating as it goes, it did not).
-            var data = [UInt8]()
-            data.reserveCapacity(content.size)
-            content.forEachChunk(1 << 20) { chunk, _ in data += chunk }
-            let bytes = data
-            let pace = try await onForeignThread { () throws(NetdiskError) -> UploadPace? in
-                try writeAll(session, bytes, chunk: 1 << 20)
-                let pace = session.streamPace
-                _ = try session.finish()
-                return pace
-            }
-            #expect(try await harness.files()["/apps/netdiskfs/paced.bin"]?.md5 == content.md5)
-            await harness.stop()
-            return ((budget.usage.peak + big - 1) / big, pace?.precreateRoundTrip ?? .infinity)
-        }
-        let (near, roundTrip) = try await peakSlices(faults: "")
-        // 2 + ⌈1 GB/s × precreate / 32 MiB⌉ on the wire, + 1 filling + the head: 5 on a quiet
-        // machine. A loaded one stretches the precreate (5 ms alone, up to 250 in the suite), and
-        // the stream rightly keeps more on the wire for it: the bound follows what it measured.
-        let bound = 2 + Int((1e9 * roundTrip / Double(32 << 20)).rounded(.up)) + 1 + 1
-        #expect(near <= bound, "a near cloud held \(near) slices (precreate \(roundTrip) s)")
-        let (far, _) = try await peakSlices(faults: "*:delay=1s")
-        // 2 + ⌈1 GB/s × 1 s / 32 MiB⌉ = 32, so all 8 threads on the wire, + 1 filling + the head;
-        // the writer fills them before the first answer, and what the answers measure keeps it so.
-        #expect(far >= 9, "a far cloud held only \(far) slices")
-        #expect(near < far)
-    }
-
     @Test func abortLeavesNothing() async throws {
         let harness = try await EmulatorHarness.start()
         let session = FileWriteSession(api: harness.client, remotePath: "/apps/netdiskfs/aborted.bin", mode: .streaming,

@@ -58,13 +58,8 @@ extension FileWriteSession {
         } else {
             let api = self.api, path = stagingPath, provisional = Int64(stream.slice)
             let streaming = options.streaming, logger = self.logger
-            let pace = stream.pace, fitPool = stream.fitPoolToPace
             opening = StreamOpening({ () throws(NetdiskError) -> StreamOpening.Outcome in
-                let began = ContinuousClock.now
-                let outcome = try Self.precreate(api: api, path: path, provisionalSize: provisional, streaming: streaming, logger: logger)
-                pace.precreateAnswered(after: (ContinuousClock.now - began).seconds)
-                fitPool()
-                return outcome
+                try Self.precreate(api: api, path: path, provisionalSize: provisional, streaming: streaming, logger: logger)
             }, onAnswer: { [weak self] in self?.sendPartsWaitingOnTheOpening() })
             stream.opening = opening
             record(opening: opening)
@@ -85,13 +80,10 @@ extension FileWriteSession {
     func makePipeline(_ stream: StreamingState, uploadID: String) -> OrderedPipeline {
         let uploader = PartUploader(api: api, path: stagingPath, uploadID: uploadID, attempts: options.partAttempts,
                                     baseDelay: options.retryBaseDelay, progress: counters, logger: logger)
-        let pool = stream.pool, pace = stream.pace, fitPool = stream.fitPoolToPace
+        let pool = stream.pool
         let pipeline = OrderedPipeline(threads: options.threads, name: "nd.stream", progress: counters,
                                        upload: { partseq, bytes, md5, stopped throws(NetdiskError) in
-                                           try uploader.upload(partseq: partseq, bytes: bytes, md5: md5, stopped: stopped)
-                                           pace.acknowledged(bytes: bytes.count)
-                                           fitPool()
-                                       },
+                                           try uploader.upload(partseq: partseq, bytes: bytes, md5: md5, stopped: stopped) },
                                        onFailure: { error in
                                            // Other failures drop their parts, whose buffers come back.
                                            if error.endsOnlyTheUploadID { pool.interrupt(with: error) }

@@ -65,13 +65,13 @@ public final class FileWriteSession: @unchecked Sendable {
         switch mode {
         case .streaming:
             counters = ProgressCounters(mode: .streaming, observer: progressObserver)
-            // At most: threads in flight + the one filling (+ the first and latest parts, kept for
-            // readers that sniff a file's ends), fewer where the round trip needs fewer on the wire
-            // (``UploadPace``); writes ahead in the window wait for a buffer to free.
-            let stream = StreamingState(slice: options.sliceSize, threads: options.threads,
-                                        reorderWindow: options.reorderWindowSlices, budget: budget)
-            state = .streaming(stream)
-            streamPool = stream.pool
+            // threads in flight + the one filling (+ the first and latest parts, kept for readers
+            // that sniff a file's ends); writes ahead in the window wait for a buffer to free.
+            let pool = BufferPool(bufferSize: options.sliceSize,
+                                  limit: max(options.threads + 1, options.reorderWindowSlices) + SentParts.extraBuffers(slice: options.sliceSize),
+                                  budget: budget)
+            state = .streaming(StreamingState(slice: options.sliceSize, pool: pool))
+            streamPool = pool
         case .cached(let existing):
             counters = ProgressCounters(mode: .cached, observer: progressObserver)
             streamPool = nil
@@ -110,13 +110,6 @@ public final class FileWriteSession: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         if case .cached = state { return true }
         return false
-    }
-
-    /// The streaming state's pace, while it streams (tests read what it measured).
-    var streamPace: UploadPace? {
-        lock.lock(); defer { lock.unlock() }
-        if case .streaming(let stream) = state { return stream.pace }
-        return nil
     }
 
     /// Why the session failed, once it has (fsync reports it before close does). Never waits for

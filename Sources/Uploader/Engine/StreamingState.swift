@@ -14,10 +14,7 @@ final class StreamingState: @unchecked Sendable {
     let pool: BufferPool
     /// Parts handed to the pipeline; everything below `frontier` is immutable.
     var sentParts = 0
-    var slots: [Int: Slot] = [:] {
-        // The window's buffers never exhaust the pool, whatever the pace asks (see BufferPool.setFloor).
-        didSet { pool.setFloor(slots.count + 1) }
-    }
+    var slots: [Int: Slot] = [:]
     var size: Int64 = 0
     var pipeline: OrderedPipeline?
     /// The precreate, started when the first part filled; `pipeline` is built once it answers.
@@ -50,31 +47,10 @@ final class StreamingState: @unchecked Sendable {
     /// Sent parts readers may still read (the head, the tail, and parts in flight).
     let sent: SentParts
 
-    /// How many parts this stream needs on the wire; the pool's limit follows it.
-    let pace: UploadPace
-    /// The pool's limit with a part on every upload thread: the most this stream ever holds.
-    let fullLimit: Int
-    /// Sets the pool's limit to what the pace now asks (from any thread, without the session lock).
-    let fitPoolToPace: @Sendable () -> Void
-
-    /// `threads`: parts the stream may have on the wire; `reorderWindow`: slices a write may land
-    /// ahead of the first unsent one.
-    init(slice: Int, threads: Int, reorderWindow: Int, budget: MemoryBudget) {
+    init(slice: Int, pool: BufferPool) {
         self.slice = slice
-        let full = max(threads + 1, reorderWindow) + SentParts.extraBuffers(slice: slice)
-        let pool = BufferPool(bufferSize: slice, limit: full, budget: budget)
-        let sent = SentParts(slice: slice, budgetBuffers: pool.budgetBuffers)
-        let pace = UploadPace(slice: slice, maximum: threads)
         self.pool = pool
-        self.sent = sent
-        self.pace = pace
-        fullLimit = full
-        fitPoolToPace = {
-            // The parts on the wire and the one filling (at least the reorder window), and the
-            // head where it does not yield to memory; the tail lives within, as room allows.
-            let wanted = max(pace.partsInFlight + 1, reorderWindow) + (sent.headYields ? 0 : sent.headParts)
-            pool.setLimit(min(full, wanted))
-        }
+        sent = SentParts(slice: slice, budgetBuffers: pool.budgetBuffers)
     }
 
     var frontier: Int64 { Int64(sentParts) * Int64(slice) }
@@ -173,16 +149,6 @@ final class StreamingState: @unchecked Sendable {
                 if openingRefused { return nil }
                 attempt = try pool.tryAcquire(forceFirst: waitLimit(budgetWait) == nil)
             }
-        }
-        if case .poolExhausted = attempt, sent.holdsAny, pool.limit < fullLimit {
-            // The pace keeps this stream below all it could hold: the parts kept for readers give
-            // (the head only where it yields to memory at all), not the parts that hide the round trip.
-            if sent.headYields {
-                sent.letGoOfAll()
-            } else if sent.holdsTail {
-                sent.letGoOfTail()
-            }
-            attempt = try pool.tryAcquire(forceFirst: waitLimit(budgetWait) == nil)
         }
         if case .budgetExhausted = attempt {
             // Parts kept for readers are a convenience, never a reason to wait on memory the shared

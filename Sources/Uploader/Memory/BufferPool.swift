@@ -48,16 +48,7 @@ public final class SectionBuffer: @unchecked Sendable {
 /// released buffers go back to the budget instead of the free list, so files share fairly.
 public final class BufferPool: @unchecked Sendable {
     public let bufferSize: Int
-    /// Buffers this pool may hold; lowered or raised while it runs (see ``setLimit(_:)``).
-    public var limit: Int {
-        condition.lock(); defer { condition.unlock() }
-        return currentLimit
-    }
-    private var currentLimit: Int
-    /// The limit it was made with, what ``setLimit(_:)`` asked, and ``setFloor(_:)``.
-    private let ceiling: Int
-    private var wanted: Int
-    private var floor = 1
+    public let limit: Int
     private let budget: MemoryBudget
     private let condition = NSCondition()
     private var free: [SectionBuffer] = []
@@ -70,9 +61,7 @@ public final class BufferPool: @unchecked Sendable {
 
     public init(bufferSize: Int, limit: Int, budget: MemoryBudget) {
         self.bufferSize = bufferSize
-        self.currentLimit = max(1, limit)
-        self.ceiling = max(1, limit)
-        self.wanted = max(1, limit)
+        self.limit = max(1, limit)
         self.budget = budget
     }
 
@@ -102,7 +91,7 @@ public final class BufferPool: @unchecked Sendable {
                 condition.unlock()
                 return SectionBuffer(capacity: bufferSize)
             }
-            if allocated < currentLimit {
+            if allocated < limit {
                 if budget.tryReserve(bufferSize, by: ObjectIdentifier(self)) {
                     allocated += 1
                     condition.unlock()
@@ -120,38 +109,6 @@ public final class BufferPool: @unchecked Sendable {
             if let interruption { condition.unlock(); throw interruption }
             condition.wait()
         }
-    }
-
-    /// Holds at most `limit` buffers from now on (never fewer than the floor, never more than it
-    /// was made with). Buffers over a lowered limit go back to the budget as they come back (idle
-    /// ones at once); a raised one wakes a waiting writer.
-    public func setLimit(_ limit: Int) {
-        condition.lock()
-        wanted = limit
-        applyLimit()
-    }
-
-    /// The limit never goes below `floor`. Why: a stream's writer holds its window's buffers, which
-    /// only it can complete; a limit at or below them would have it wait for a buffer that no
-    /// upload returns.
-    public func setFloor(_ floor: Int) {
-        condition.lock()
-        self.floor = floor
-        applyLimit()
-    }
-
-    /// Called with the lock held; releases it.
-    private func applyLimit() {
-        let old = currentLimit
-        currentLimit = max(1, min(ceiling, max(wanted, floor)))
-        var idle = 0
-        while allocated > currentLimit, free.popLast() != nil {
-            allocated -= 1
-            idle += 1
-        }
-        if currentLimit > old { condition.broadcast() }
-        condition.unlock()
-        if idle > 0 { budget.release(idle * bufferSize) }
     }
 
     /// Until ``resume()``, an acquire that would wait throws `error` instead. Why: a stream whose
@@ -203,7 +160,7 @@ public final class BufferPool: @unchecked Sendable {
             buffer.count = 0
             return .buffer(buffer)
         }
-        if allocated >= currentLimit { return .poolExhausted }
+        if allocated >= limit { return .poolExhausted }
         if allocated == 0 && forceFirst {
             budget.forceReserve(bufferSize)
         } else if !budget.tryReserve(bufferSize, by: ObjectIdentifier(self)) {
@@ -215,7 +172,7 @@ public final class BufferPool: @unchecked Sendable {
 
     public func release(_ buffer: SectionBuffer) {
         condition.lock()
-        if cancelled || allocated > currentLimit || (allocated > 1 && budget.isContended(apartFrom: ObjectIdentifier(self))) {
+        if cancelled || allocated > limit || (allocated > 1 && budget.isContended(apartFrom: ObjectIdentifier(self))) {
             allocated -= 1
             // A writer waiting at the pool's limit may now take a buffer from the budget: without
             // this it slept until its own next release, which a file whose other buffers are its
