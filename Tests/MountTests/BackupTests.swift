@@ -114,16 +114,24 @@ struct BackupTests {
     }
 
     /// `tar -x` of /usr/include (thousands of entries, symlinks among them) is exact.
+    ///
+    /// The documented profile's run (the whole mount suite again) takes three of its directories,
+    /// 1,377 entries with symlinks among them: all 24,415 took 35 of that run's 37 minutes, and with
+    /// the default profile's 20, CI's 90 were nearly gone.
     @Test func tarOfUsrIncludeIsExact() async throws {
+        let documented = ProcessInfo.processInfo.environment["NETDISKFS_TEST_PROFILE"] == "documented"
+        let members = documented ? ["include/linux", "include/x86_64-linux-gnu", "include/openssl"] : ["include"]
         try await withMount { m in
-            try await shell("tar -cf \(m.local("include.tar")) -C /usr include")
+            try await shell("tar -cf \(m.local("include.tar")) -C /usr \(members.joined(separator: " "))")
             let count = Int(try await shell("tar -tf \(m.local("include.tar")) | wc -l").stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
             let started = Date()
             let result = try await shell("tar -xf \(m.local("include.tar")) -C \(m.mountpoint)", check: false)
             let elapsed = Date().timeIntervalSince(started)
             #expect(result.status == 0, "tar -x: \(result.stderr.prefix(2000))")
-            print("tar -x of /usr/include: \(count) entries in \(String(format: "%.1f", elapsed)) s = \(String(format: "%.1f", Double(count) / elapsed)) entries/s")
-            try await shell("diff -r --no-dereference /usr/include \(m.mounted("include"))")
+            print("tar -x of /usr/\(members.joined(separator: ", /usr/")): \(count) entries in \(String(format: "%.1f", elapsed)) s = \(String(format: "%.1f", Double(count) / elapsed)) entries/s")
+            for member in members {
+                try await shell("diff -r --no-dereference /usr/\(member) \(m.mounted(member))")
+            }
         }
     }
 
