@@ -193,7 +193,7 @@ struct EmulatorEndToEndTests {
         let content = GeneratedContent(size: 2 * slice + 5, seed: 14)
         _ = try await stream(content, to: "/apps/netdiskfs/rehosted-s.bin", harness: harness, options: harness.options(threads: 1))
         #expect(try await harness.files()["/apps/netdiskfs/rehosted-s.bin"]?.md5 == content.md5)
-        let calls = try await harness.stats()["calls"] as? [String: Int] ?? [:]
+        let calls = try await harness.calls()
         #expect(calls["locateupload"] == 2, "the host that gave up was forgotten and a new one located: \(calls)")
         #expect(calls["superfile2"] == 7, "4 cut-off attempts of part 0, then its 3 parts again: \(calls)")
         await harness.stop()
@@ -230,7 +230,7 @@ struct EmulatorEndToEndTests {
         defer { unlink(file) }
         _ = try await upload(file: file, to: "/apps/netdiskfs/rehosted.bin", harness: harness)
         #expect(try await harness.files()["/apps/netdiskfs/rehosted.bin"]?.md5 == content.md5)
-        let calls = try await harness.stats()["calls"] as? [String: Int] ?? [:]
+        let calls = try await harness.calls()
         #expect(calls["precreate"] == 2, "one fresh upload after the part gave up: \(calls)")
         #expect(calls["locateupload"] == 2, "the host that gave up was forgotten and a new one located: \(calls)")
         #expect(calls["superfile2"] == 5, "4 cut-off attempts, then the fresh upload's part: \(calls)")
@@ -293,7 +293,7 @@ struct EmulatorEndToEndTests {
     /// Parts kept for a restart must not outlive the stream: an unlink while a part is still on
     /// the wire to a host that then fails gives every byte of the budget back (the part's late
     /// failure once marked it as kept again, for a restart that would never come).
-    @Test(.timeLimit(.minutes(1))) func anAbortWhileAPartFailsOnItsHostGivesTheBudgetBack() async throws {
+    @Test(.timeLimit(.minutes(3))) func anAbortWhileAPartFailsOnItsHostGivesTheBudgetBack() async throws {
         let harness = try await EmulatorHarness.start(faults: "superfile2:delay=400ms,superfile2:reset", retryPolicy: .none)
         let budget = MemoryBudget(bytes: 64 << 20)
         let session = FileWriteSession(api: harness.client, remotePath: "/apps/netdiskfs/dropped.bin", mode: .streaming,
@@ -303,9 +303,7 @@ struct EmulatorEndToEndTests {
         content.forEachChunk(1 << 20) { chunk, _ in data += chunk }
         let bytes = data
         try await onForeignThread { () throws(NetdiskError) in try writeAll(session, bytes, chunk: 1 << 20) }
-        func partsSent() async throws -> Int {
-            try await harness.stats()["calls"].flatMap { ($0 as? [String: Int])?["superfile2"] } ?? 0
-        }
+        func partsSent() async throws -> Int { try await harness.calls()["superfile2"] ?? 0 }
         // A `for ... where` loop would ask the emulator all 100 times: under the full suite's load
         // that alone outlasted the time limit.
         for _ in 0..<100 {
@@ -315,8 +313,10 @@ struct EmulatorEndToEndTests {
         // Part 0 is on the wire; each of its attempts ends in a reset 0.4 s later. From a thread of
         // its own, as a FUSE unlink would: abort takes the session lock.
         try await onForeignThread { session.abort() }
+        // The attempt on the wire ends within its deadline (30 s + 4 MiB at 64 KiB/s = 94 s); alone
+        // it takes 0.4 s, but in the full suite the in-process emulator, starved, once took 19 s.
         let aborted = ContinuousClock.now
-        while budget.inUse != 0, ContinuousClock.now - aborted < .seconds(10) { try await Task.sleep(for: .milliseconds(25)) }
+        while budget.inUse != 0, ContinuousClock.now - aborted < .seconds(100) { try await Task.sleep(for: .milliseconds(25)) }
         #expect(budget.inUse == 0, "\(budget.inUse) bytes of the budget never came back")
         // The part stops at the attempt on the wire: the others (4 in all, with backoff) were for
         // an upload nobody will commit.
@@ -395,7 +395,7 @@ struct RangedDownloadTests {
         let digest = try CachedUpload(api: harness.client, options: harness.options(), budget: MemoryBudget(bytes: 64 << 20),
                                       progress: ProgressCounters(mode: .cached), logger: testLogger).hash(local)
         #expect(digest.contentMD5 == content.md5)
-        let calls = try await harness.stats()["calls"] as? [String: Int] ?? [:]
+        let calls = try await harness.calls()
         #expect((calls["filemetas"] ?? 0) >= 2, "the expired dlink was fetched again")
         let fired = try await harness.stats()["faults_fired"] as? [String: Int] ?? [:]
         #expect(fired["download"] == 2, "the 31360 answers were injected")

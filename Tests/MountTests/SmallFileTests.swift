@@ -80,7 +80,7 @@ struct SmallFileTests {
             let closeTime = Date().timeIntervalSince(started)
             // Waiting for each upload would take 30 × 4 s; for 4 uploaders to drain the queue, 30 s.
             // Spooling costs two fsyncs per file, slow on a busy disk: 30 s tells the two apart.
-            #expect(closeTime < 30, "close() did not wait for 30 uploads of 2 s each: \(closeTime) s")
+            #expect(closeTime < 30, "close() did not wait for 30 uploads of 4 s each: \(closeTime) s")
             // Renamed and deleted while queued (a rename of a file whose upload is in flight waits for it).
             try await shell("mv \(m.mounted("d/f1")) \(m.mounted("d/renamed")) && rm \(m.mounted("d/f3"))")
             try await shell("mv \(m.local("t"))/d/f1 \(m.local("t"))/d/renamed && rm \(m.local("t"))/d/f3")

@@ -227,7 +227,7 @@ struct PartUploader: Sendable {
     /// Between attempts it asks `stopped`: once its pipeline failed or was cancelled (an unlink, or
     /// another part that ended the uploadid), nobody will commit what a further attempt sends.
     func upload(partseq: Int, bytes: PartBytes, md5: PartMD5,
-                stopped: @Sendable () -> Bool = { false }) throws(NetdiskError) {
+                stopped: @Sendable () -> Bool) throws(NetdiskError) {
         var lastError = NetdiskError.transport("no attempt made")
         for attempt in 1...attempts {
             if attempt > 1 {
