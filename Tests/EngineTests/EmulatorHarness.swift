@@ -59,12 +59,12 @@ struct EmulatorHarness {
     /// `/__emulator/stats`.
     func stats() async throws -> [String: Any] { try await getJSON("/__emulator/stats") }
 
-    /// superfile2 parts received so far (resends included).
     /// `/__emulator/stats` calls by endpoint.
     func calls() async throws -> [String: Int] {
         try await stats()["calls"] as? [String: Int] ?? [:]
     }
 
+    /// superfile2 parts received so far (resends included).
     func partsReceived() async throws -> Int {
         let stats = try await stats()
         return ((stats["parts_by_upload"] as? [String: [Int]]) ?? [:]).values.reduce(0) { $0 + $1.count }
